@@ -1,0 +1,46 @@
+/**
+ * Why the server closes a connection, and the WebSocket close code for each reason
+ * (SPEC §4). One table, read by the gateway, the client, the docs and the tests.
+ */
+import { z } from "zod";
+
+export const closeCodeTable = {
+  /** Auto mode went to background without the background service: closed at once. */
+  background: 4001,
+  /** Auto mode in background with the background service: one window, then closed. */
+  background_timeout: 4002,
+  /** Manual mode in background: no ping within the window. */
+  liveness_timeout: 4003,
+  /** Nothing received (not even a heartbeat) for the idle timeout: a dead peer. */
+  idle_timeout: 4004,
+  /** A newer connection of the same session took over. */
+  replaced: 4005,
+  /** The session logged out. */
+  logged_out: 4006,
+  /** The credential is unknown, revoked or expired, or the handshake was not completed. */
+  unauthorized: 4007,
+  /** The connection exceeded its frame budget. */
+  rate_limited: 4008,
+  /** Manual mode: the app called disconnect(). A normal close. */
+  client_disconnect: 1000,
+  /** A frame over the size limit (the standard "message too big" code). */
+  payload_too_large: 1009,
+  /** The gateway is shutting down or restarting; reconnect later. */
+  server_shutdown: 1012,
+} as const;
+
+export type CloseReason = keyof typeof closeCodeTable;
+export const closeReasons = Object.keys(closeCodeTable) as [CloseReason, ...CloseReason[]];
+export const CloseReasonSchema = z.enum(closeReasons).meta({
+  id: "CloseReason",
+  description: "Why the server closed a connection.",
+});
+
+/** Deadline-driven reasons: the lifecycle engine schedules these. */
+export type DeadlineReason = "background_timeout" | "liveness_timeout";
+
+/** Reason for a close code, or undefined for codes the gateway does not send. */
+export function reasonOfCloseCode(code: number): CloseReason | undefined {
+  for (const reason of closeReasons) if (closeCodeTable[reason] === code) return reason;
+  return undefined;
+}

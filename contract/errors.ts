@@ -1,0 +1,93 @@
+/**
+ * The closed set of error codes and the one error payload every failed call returns,
+ * over HTTP and over the WebSocket alike (SPEC §3).
+ *
+ * Codes the reference mobile SDKs use keep their spelling (including
+ * `ERROR_WEBSOCKETS_ALLREADY_IN_CONNECTED_STATE`) so an app can move over with few changes.
+ */
+import { z } from "zod";
+
+/** Every error code, with the HTTP status it maps to and its default description. */
+export const errorCatalog = {
+  ERR_INVALID_APP_ID: { status: 404, description: "No app with this appId exists." },
+  ERR_INVALID_REGION: { status: 400, description: "The region does not match the app's region." },
+  ERR_BAD_REQUEST: { status: 400, description: "The request failed validation." },
+  ERR_INVALID_API_KEY: { status: 401, description: "A valid apikey header is required." },
+  AUTH_ERR_AUTH_TOKEN_NOT_FOUND: {
+    status: 401,
+    description: "The auth token or session credential is unknown, revoked or expired.",
+  },
+  ERR_UID_NOT_FOUND: { status: 404, description: "No user with this uid exists." },
+  ERR_UID_ALREADY_EXISTS: { status: 409, description: "A user with this uid already exists." },
+  NOT_INITIALIZED: { status: 400, description: "init() must be called first." },
+  LOGIN_IN_PROGRESS: { status: 409, description: "A login is already under way." },
+  ERROR_USER_NOT_LOGGED_IN: { status: 401, description: "No user is logged in." },
+  ERROR_WEBSOCKETS_ALLREADY_IN_CONNECTED_STATE: {
+    status: 409,
+    description: "Web sockets connect called while web sockets are already connected",
+  },
+  NO_WEBSOCKET_CONNECTION: { status: 409, description: "There is no WebSocket connection." },
+  ERR_NOT_MANUAL_MODE: {
+    status: 409,
+    description: "connect(), disconnect() and ping() are only for manual mode.",
+  },
+  ERR_TOO_MANY_REQUESTS: { status: 429, description: "Too many requests or frames." },
+  ERR_PAYLOAD_TOO_LARGE: { status: 413, description: "The frame or body is over the size limit." },
+  ERR_NOT_FOUND: { status: 404, description: "No such route or resource." },
+  ERR_METHOD_NOT_ALLOWED: { status: 405, description: "The route does not accept this method." },
+  ERR_INTERNAL: { status: 500, description: "An unexpected error happened." },
+} as const satisfies Record<string, { status: number; description: string }>;
+
+export type ErrorCode = keyof typeof errorCatalog;
+
+export const errorCodes = Object.keys(errorCatalog) as [ErrorCode, ...ErrorCode[]];
+
+export const ErrorCodeSchema = z.enum(errorCodes).meta({
+  id: "ErrorCode",
+  description: "The closed set of error codes (SPEC §3).",
+});
+
+/** One validation issue, as listed in `details.issues` of `ERR_BAD_REQUEST`. */
+export const ValidationIssueSchema = z.object({
+  path: z.string().meta({ description: "Dotted path of the offending field; empty for the root." }),
+  message: z.string(),
+});
+export type ValidationIssue = z.infer<typeof ValidationIssueSchema>;
+
+export const ErrorPayloadSchema = z.object({
+  errorCode: ErrorCodeSchema,
+  errorDescription: z.string(),
+  details: z.record(z.string(), z.unknown()).optional(),
+}).meta({ id: "ErrorPayload", description: "The payload of every failed call." });
+export type ErrorPayload = z.infer<typeof ErrorPayloadSchema>;
+
+/** HTTP status for an error code. */
+export function statusOf(code: ErrorCode): (typeof errorCatalog)[ErrorCode]["status"] {
+  return errorCatalog[code].status;
+}
+
+/** Builds the error payload for `code`, with its default description unless one is given. */
+export function errorPayload(
+  code: ErrorCode,
+  description?: string,
+  details?: Record<string, unknown>,
+): ErrorPayload {
+  const payload: ErrorPayload = {
+    errorCode: code,
+    errorDescription: description ?? errorCatalog[code].description,
+  };
+  if (details !== undefined) payload.details = details;
+  return payload;
+}
+
+/** Turns zod issues into the `details` of an `ERR_BAD_REQUEST` payload. */
+export function validationDetails(
+  issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }>,
+  where?: string,
+): { issues: ValidationIssue[]; where?: string } {
+  const list = issues.map((issue) => ({
+    path: issue.path.map((p) => String(p)).join("."),
+    message: issue.message,
+  }));
+  return where === undefined ? { issues: list } : { where, issues: list };
+}

@@ -1,0 +1,120 @@
+/**
+ * WebSocket frames, both directions, as two discriminated unions on `type`.
+ * Every frame is one JSON text message.
+ */
+import { z } from "zod";
+import { CloseReasonSchema } from "./close_codes.ts";
+import { ErrorCodeSchema } from "./errors.ts";
+import { AppStateSchema, EpochMsSchema, ModeSchema, TimingSchema, UidSchema } from "./models.ts";
+
+/** Optional correlation id a client puts on a frame; the reply carries it back. */
+const FrameId = z.union([z.string().max(64), z.number().int()]).optional();
+
+// ---- client → server ----
+
+/** The handshake: the first frame after the upgrade. Until it arrives nothing else is read. */
+export const ConnectFrameSchema = z.object({
+  type: z.literal("connect"),
+  id: FrameId,
+  appState: AppStateSchema.default("foreground"),
+  backgroundService: z.boolean().default(false),
+}).strict();
+
+/**
+ * A ping. `source: "heartbeat"` is the client's automatic foreground heartbeat (both modes);
+ * `source: "app"` is the app calling ping() (manual mode only). In manual mode both count as
+ * liveness; in auto mode a heartbeat never extends a background deadline and an app ping is
+ * refused with ERR_NOT_MANUAL_MODE.
+ */
+export const PingFrameSchema = z.object({
+  type: z.literal("ping"),
+  id: FrameId,
+  source: z.enum(["heartbeat", "app"]).default("heartbeat"),
+}).strict();
+
+/** The app moved to foreground or background; `backgroundService` is iOS configureServices. */
+export const AppStateFrameSchema = z.object({
+  type: z.literal("app_state"),
+  id: FrameId,
+  state: AppStateSchema,
+  backgroundService: z.boolean().default(false),
+}).strict();
+
+/** Manual mode: the app called disconnect(). */
+export const DisconnectFrameSchema = z.object({
+  type: z.literal("disconnect"),
+  id: FrameId,
+}).strict();
+
+export const ClientFrameSchema = z.discriminatedUnion("type", [
+  ConnectFrameSchema,
+  PingFrameSchema,
+  AppStateFrameSchema,
+  DisconnectFrameSchema,
+]).meta({ id: "ClientFrame" });
+export type ClientFrame = z.infer<typeof ClientFrameSchema>;
+/** What a client may write (defaults may be left out). */
+export type ClientFrameInput = z.input<typeof ClientFrameSchema>;
+
+// ---- server → client ----
+
+export const ConnectedFrameSchema = z.object({
+  type: z.literal("connected"),
+  id: FrameId,
+  sessionId: z.string(),
+  uid: UidSchema,
+  mode: ModeSchema,
+  appState: AppStateSchema,
+  backgroundService: z.boolean(),
+  backgroundDeadline: EpochMsSchema.nullable(),
+  serverTime: EpochMsSchema,
+  timing: TimingSchema,
+}).strict();
+
+export const PongFrameSchema = z.object({
+  type: z.literal("pong"),
+  id: FrameId,
+  serverTime: EpochMsSchema,
+  /** The background deadline after this ping, or null in foreground. */
+  backgroundDeadline: EpochMsSchema.nullable(),
+}).strict();
+
+/** Acknowledges an app_state frame with the deadline it set. */
+export const StateFrameSchema = z.object({
+  type: z.literal("state"),
+  id: FrameId,
+  appState: AppStateSchema,
+  backgroundService: z.boolean(),
+  backgroundDeadline: EpochMsSchema.nullable(),
+}).strict();
+
+export const ErrorFrameSchema = z.object({
+  type: z.literal("error"),
+  id: FrameId,
+  errorCode: ErrorCodeSchema,
+  errorDescription: z.string(),
+  details: z.record(z.string(), z.unknown()).optional(),
+}).strict();
+
+/** Sent right before the server closes the socket for a rule; the close code follows. */
+export const ClosingFrameSchema = z.object({
+  type: z.literal("closing"),
+  reason: CloseReasonSchema,
+  code: z.number().int(),
+  errorDescription: z.string(),
+}).strict();
+
+export const ServerFrameSchema = z.discriminatedUnion("type", [
+  ConnectedFrameSchema,
+  PongFrameSchema,
+  StateFrameSchema,
+  ErrorFrameSchema,
+  ClosingFrameSchema,
+]).meta({ id: "ServerFrame" });
+export type ServerFrame = z.infer<typeof ServerFrameSchema>;
+export type ServerFrameOf<T extends ServerFrame["type"]> = Extract<ServerFrame, { type: T }>;
+
+/** The WebSocket sub-protocol; the credential may ride along as a second one (browsers). */
+export const WS_PROTOCOL = "liveness.v1";
+/** Prefix of the sub-protocol entry that carries the session credential. */
+export const WS_CREDENTIAL_PROTOCOL_PREFIX = "cred.";

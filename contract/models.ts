@@ -1,0 +1,67 @@
+/** Shapes shared by HTTP routes and WebSocket frames. */
+import { z } from "zod";
+import { CloseReasonSchema } from "./close_codes.ts";
+
+export const ModeSchema = z.enum(["auto", "manual"]).meta({
+  id: "Mode",
+  description: "auto: the client manages the socket; manual: the app calls connect/disconnect/ping.",
+});
+export type Mode = z.infer<typeof ModeSchema>;
+
+export const AppStateSchema = z.enum(["foreground", "background"]).meta({ id: "AppState" });
+export type AppState = z.infer<typeof AppStateSchema>;
+
+export const SubscriptionTypeSchema = z.enum(["allUsers", "roles", "friends", "none"]).meta({
+  id: "SubscriptionType",
+  description: "Whose presence the users of the app receive.",
+});
+export type SubscriptionType = z.infer<typeof SubscriptionTypeSchema>;
+
+export const ConnectionStatusSchema = z.enum(["connecting", "connected", "disconnected"]).meta({
+  id: "ConnectionStatus",
+});
+export type ConnectionStatus = z.infer<typeof ConnectionStatusSchema>;
+
+const Uid = z.string().min(1).max(100).regex(/^[A-Za-z0-9_.@-]+$/, {
+  message: "uid may hold letters, digits and _ . @ - only",
+});
+export const UidSchema = Uid.meta({ id: "Uid" });
+export const AppIdSchema = z.string().min(1).max(64).regex(/^[A-Za-z0-9_-]+$/, {
+  message: "appId may hold letters, digits, _ and - only",
+}).meta({ id: "AppId" });
+
+/** Milliseconds since the Unix epoch, on the server's clock. */
+export const EpochMsSchema = z.number().int().nonnegative();
+
+export const UserSchema = z.object({
+  uid: UidSchema,
+  name: z.string().max(200),
+  createdAt: EpochMsSchema,
+}).meta({ id: "User" });
+export type User = z.infer<typeof UserSchema>;
+
+/** Timing parameters the server enforces; the client takes them from the init reply. */
+export const TimingSchema = z.object({
+  livenessWindowMs: z.number().int().positive(),
+  heartbeatIntervalMs: z.number().int().positive(),
+  pongTimeoutMs: z.number().int().positive(),
+  idleTimeoutMs: z.number().int().positive(),
+}).meta({ id: "Timing" });
+export type Timing = z.infer<typeof TimingSchema>;
+
+/** The server's view of one session (SPEC §3 "connection status"). */
+export const SessionViewSchema = z.object({
+  sessionId: z.string(),
+  uid: UidSchema,
+  mode: ModeSchema,
+  status: z.enum(["connected", "disconnected"]),
+  appState: AppStateSchema,
+  backgroundService: z.boolean(),
+  /** When the server will close the connection unless something cancels or extends it. */
+  backgroundDeadline: EpochMsSchema.nullable(),
+  lastPingAt: EpochMsSchema.nullable(),
+  lastDisconnectReason: CloseReasonSchema.nullable(),
+  lastDisconnectAt: EpochMsSchema.nullable(),
+  createdAt: EpochMsSchema,
+}).meta({ id: "SessionView" });
+export type SessionView = z.infer<typeof SessionViewSchema>;
