@@ -2,8 +2,8 @@
  * The typed REST client, derived from the contract by ts-rest: every route, body and reply
  * type comes from `contract/`, none is written here.
  */
-import { initClient } from "@ts-rest/core";
-import { contract } from "../contract/mod.ts";
+import { type ApiFetcher, initClient, type InitClientReturn } from "@ts-rest/core";
+import { type Contract, contract } from "../contract/mod.ts";
 
 export interface RestClientOptions {
   /** Gateway origin, e.g. `http://127.0.0.1:8000`. */
@@ -14,8 +14,19 @@ export interface RestClientOptions {
   fetch?: typeof fetch;
 }
 
+/** The client arguments `createRestClient` passes to ts-rest (they shape the call types). */
+interface RestClientArgs {
+  baseUrl: string;
+  baseHeaders: Record<string, string>;
+  validateResponse: false;
+  api: ApiFetcher;
+}
+
+/** The typed REST client: one function per contract route. */
+export type RestClient = InitClientReturn<Contract, RestClientArgs>;
+
 /** Creates the typed REST client for a gateway. */
-export function createRestClient(options: RestClientOptions) {
+export function createRestClient(options: RestClientOptions): RestClient {
   const fetchImpl = options.fetch ?? globalThis.fetch;
   return initClient(contract, {
     baseUrl: options.baseUrl.replace(/\/$/, ""),
@@ -34,5 +45,3 @@ export function createRestClient(options: RestClientOptions) {
     },
   });
 }
-
-export type RestClient = ReturnType<typeof createRestClient>;

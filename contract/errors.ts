@@ -20,6 +20,7 @@ export const errorCatalog = {
   ERR_UID_NOT_FOUND: { status: 404, description: "No user with this uid exists." },
   ERR_UID_ALREADY_EXISTS: { status: 409, description: "A user with this uid already exists." },
   NOT_INITIALIZED: { status: 400, description: "init() must be called first." },
+  ERR_INVALID_AUTH_KEY: { status: 401, description: "The authKey is not valid for this app." },
   LOGIN_IN_PROGRESS: { status: 409, description: "A login is already under way." },
   ERROR_USER_NOT_LOGGED_IN: { status: 401, description: "No user is logged in." },
   ERROR_WEBSOCKETS_ALLREADY_IN_CONNECTED_STATE: {

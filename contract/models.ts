@@ -1,10 +1,11 @@
 /** Shapes shared by HTTP routes and WebSocket frames. */
 import { z } from "zod";
-import { CloseReasonSchema } from "./close_codes.ts";
+import { closeReasons } from "./close_codes.ts";
 
 export const ModeSchema = z.enum(["auto", "manual"]).meta({
   id: "Mode",
-  description: "auto: the client manages the socket; manual: the app calls connect/disconnect/ping.",
+  description:
+    "auto: the client manages the socket; manual: the app calls connect/disconnect/ping.",
 });
 export type Mode = z.infer<typeof ModeSchema>;
 
@@ -49,6 +50,15 @@ export const TimingSchema = z.object({
 }).meta({ id: "Timing" });
 export type Timing = z.infer<typeof TimingSchema>;
 
+/**
+ * Why a session last lost its connection: a server close reason, or `connection_lost` when the
+ * socket went away without one (network loss, the client closed it).
+ */
+export const DisconnectReasonSchema = z.enum([...closeReasons, "connection_lost"]).meta({
+  id: "DisconnectReason",
+});
+export type DisconnectReason = z.infer<typeof DisconnectReasonSchema>;
+
 /** The server's view of one session (SPEC §3 "connection status"). */
 export const SessionViewSchema = z.object({
   sessionId: z.string(),
@@ -60,7 +70,7 @@ export const SessionViewSchema = z.object({
   /** When the server will close the connection unless something cancels or extends it. */
   backgroundDeadline: EpochMsSchema.nullable(),
   lastPingAt: EpochMsSchema.nullable(),
-  lastDisconnectReason: CloseReasonSchema.nullable(),
+  lastDisconnectReason: DisconnectReasonSchema.nullable(),
   lastDisconnectAt: EpochMsSchema.nullable(),
   createdAt: EpochMsSchema,
 }).meta({ id: "SessionView" });

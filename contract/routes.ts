@@ -70,7 +70,11 @@ export type InitReply = z.infer<typeof InitReplySchema>;
 
 export const LoginBodySchema = z.union([
   z.object({ authToken: z.string().min(1).max(512), mode: ModeSchema.default("auto") }).strict(),
-  z.object({ uid: UidSchema, authKey: z.string().min(1).max(512), mode: ModeSchema.default("auto") })
+  z.object({
+    uid: UidSchema,
+    authKey: z.string().min(1).max(512),
+    mode: ModeSchema.default("auto"),
+  })
     .strict(),
 ]).meta({
   id: "LoginBody",
@@ -146,8 +150,7 @@ const sessionRoutes = c.router({
     body: c.noBody(),
     responses: { 200: PingReplySchema, ...errorResponses(401, 409, ...common) },
     summary: "Manual mode: tell the server the app is still active (HTTP form of ping)",
-    description:
-      "Moves a manual-mode background deadline to now + liveness window. Refused with " +
+    description: "Moves a manual-mode background deadline to now + liveness window. Refused with " +
       "ERR_NOT_MANUAL_MODE in auto mode, NO_WEBSOCKET_CONNECTION when the session is not connected.",
   },
   disconnect: {

@@ -1,0 +1,1112 @@
+/**
+ * `GatewayClient`: init, login, the WebSocket in auto or manual mode, heartbeats,
+ * reconnection and app state (SPEC §5).
+ *
+ * How it stays readable (after centrifuge-js):
+ * - one state setter, {@link GatewayClient#setStatus}, that reports whether the status
+ *   changed, so listeners fire exactly once per transition;
+ * - one disconnect funnel, {@link GatewayClient#endTransport}, through which every way a
+ *   connection can end passes (server close, `closing` frame, network loss, dead link,
+ *   disconnect(), logout, background), with its side effects in one order;
+ * - transport ids: each socket gets a number, and its callbacks do nothing once it is no
+ *   longer the current socket, so a late close of an old socket can't act on a new one;
+ * - the rules themselves are pure functions in `policy.ts` and `backoff.ts`.
+ */
+import {
+  type AppState,
+  type ConnectionStatus,
+  type ErrorCode,
+  type InitReply,
+  type LoginReply,
+  LoginReplySchema,
+  type Mode,
+  reasonOfCloseCode,
+  type ServerFrame,
+  type ServerFrameOf,
+  type SessionView,
+  type Timing,
+  type User,
+  WEBSOCKET_PATH,
+  WS_CREDENTIAL_PROTOCOL_PREFIX,
+  WS_PROTOCOL,
+} from "../contract/mod.ts";
+import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
+import { decodeServerFrame, encodeClientFrame } from "./codec.ts";
+import { GatewayError } from "./errors.ts";
+import {
+  type Clock,
+  pageDocument,
+  systemClock,
+  type VisibilitySource,
+  type WebSocketConstructor,
+  WS_CLOSED,
+  WS_CONNECTING,
+  WS_OPEN,
+} from "./platform.ts";
+import {
+  type ConnectionEndReason,
+  decideReconnect,
+  endsSession,
+  type LocalDisconnectReason,
+} from "./policy.ts";
+import { createRestClient, type RestClient } from "./rest.ts";
+import type { AppSettings } from "./settings.ts";
+import { defaultStorage, type StorageAdapter } from "./storage.ts";
+
+/** The session part of the login reply: id, bearer credential, mode. */
+export type Session = LoginReply["session"];
+
+/** The `connected` frame: what the gateway says about a fresh connection. */
+export type ConnectedInfo = ServerFrameOf<"connected">;
+
+/** How and why a connection ended; given to `onDisconnected` and kept for `getConnectionInfo()`. */
+export interface DisconnectInfo {
+  /** A close reason of the contract (`background`, `liveness_timeout`, …) or a local one. */
+  reason: ConnectionEndReason;
+  /** `server`: the gateway closed it (closing frame or close code); `client`: this client did. */
+  source: "server" | "client";
+  /** The WebSocket close code (the contract's table; 1006 for a network loss or a dead link). */
+  code: number;
+  errorDescription: string;
+  /** Whether the client will reconnect by itself, and when. */
+  reconnect: "retry" | "when_foreground" | "never";
+  /** Delay before the next attempt when `reconnect` is `retry`, else null. */
+  reconnectInMs: number | null;
+  /** Client clock time of the disconnect. */
+  at: number;
+}
+
+/** Listener of connection status transitions; each method is optional. */
+export interface ConnectionListener {
+  /** The status became `connected`. */
+  onConnected?(info: ConnectedInfo): void;
+  /** The status became `connecting` (a first attempt or a reconnection). */
+  inConnecting?(): void;
+  /** The status became `disconnected`; `info.reason` says why. */
+  onDisconnected?(info: DisconnectInfo): void;
+  /** An attempt to connect failed, or the gateway sent an error no call was waiting for. */
+  onConnectionError?(error: GatewayError): void;
+}
+
+/** A snapshot of the client's connection state. */
+export interface ConnectionInfo {
+  status: ConnectionStatus;
+  mode: Mode;
+  appState: AppState;
+  backgroundService: boolean;
+  /** The gateway's background deadline (server clock), or null in foreground. */
+  backgroundDeadline: number | null;
+  /** How the last connection ended, or null if none has. */
+  lastDisconnect: DisconnectInfo | null;
+}
+
+/** The answer to `ping()`. */
+export interface PingResult {
+  serverTime: number;
+  /** The background deadline after this ping (manual mode in background), else null. */
+  backgroundDeadline: number | null;
+}
+
+/** A running `keepAliveInBackground()` helper. */
+export interface KeepAlive {
+  /** Stops pinging. */
+  stop(): void;
+}
+
+/** Options of {@link GatewayClient}; everything but `baseUrl` has a default. */
+export interface GatewayClientOptions {
+  /** Gateway origin, e.g. `https://gateway.example.com` or `http://127.0.0.1:8000`. */
+  baseUrl: string;
+  /** The fetch to use (default: the global one). */
+  fetch?: typeof fetch;
+  /** The WebSocket constructor to use (default: the global one). */
+  WebSocket?: WebSocketConstructor;
+  /** Where the logged-in user and session are kept (default: localStorage in a page, else memory). */
+  storage?: StorageAdapter;
+  /** Clock and timers (default: `Date.now`, `setTimeout`). */
+  clock?: Clock;
+  /** Random source in [0, 1) for the backoff jitter (default: `Math.random`). */
+  random?: () => number;
+  /** Reconnection backoff bounds (default 500 ms … 20 000 ms; see `backoff.ts`). */
+  backoff?: Partial<BackoffOptions>;
+  /**
+   * Drive the app state from `document.visibilityState` (hidden = background). Default: true
+   * when running in a page. Turn it off to call `setAppState()` yourself.
+   */
+  trackVisibility?: boolean;
+  /** The document to watch (default: `globalThis.document`). */
+  document?: VisibilitySource;
+  /**
+   * How the credential reaches the WebSocket endpoint: as a `cred.<credential>` sub-protocol
+   * (default; keeps it out of URLs and logs) or as a `?credential=` query parameter.
+   */
+  credentialIn?: "protocol" | "query";
+  /** Time to wait for the `connected` frame after the socket opens (default 10 000 ms). */
+  handshakeTimeoutMs?: number;
+  /** Time `disconnect()` waits for the gateway's close before closing itself (default 2 000 ms). */
+  disconnectTimeoutMs?: number;
+}
+
+/** What the storage adapter holds for one app. */
+interface StoredLogin {
+  v: 1;
+  user: User;
+  session: Session;
+}
+
+/** The current socket. */
+interface Transport {
+  id: number;
+  ws: WebSocket;
+  /** The `connected` frame arrived. */
+  handshaken: boolean;
+  /** An `error` frame received before the handshake completed (e.g. the credential). */
+  handshakeError: GatewayError | null;
+}
+
+interface Waiter<T> {
+  resolve(value: T): void;
+  reject(error: GatewayError): void;
+}
+
+/** Descriptions of the local reasons (the server sends its own in the `closing` frame). */
+const LOCAL_DESCRIPTIONS: Record<LocalDisconnectReason, string> = {
+  network_lost: "The connection was lost or could not be opened.",
+  pong_timeout: "No pong within the pong timeout: the link is dead.",
+  handshake_timeout: "The gateway did not answer the handshake in time.",
+  destroyed: "The client was destroyed.",
+};
+
+/** The error a failed connection attempt rejects with, by reason. */
+const ATTEMPT_ERRORS: Partial<Record<ConnectionEndReason, ErrorCode>> = {
+  unauthorized: "AUTH_ERR_AUTH_TOKEN_NOT_FOUND",
+  logged_out: "AUTH_ERR_AUTH_TOKEN_NOT_FOUND",
+  rate_limited: "ERR_TOO_MANY_REQUESTS",
+  payload_too_large: "ERR_PAYLOAD_TOO_LARGE",
+};
+
+/** Close code used for network-level losses that carry no code of their own. */
+const ABNORMAL_CLOSE = 1006;
+
+/**
+ * The typed client of the liveness gateway.
+ *
+ * ```ts
+ * const client = new GatewayClient({ baseUrl: "http://127.0.0.1:8000" });
+ * await client.init("demo", new AppSettingsBuilder().setRegion("us").build());
+ * client.addConnectionListener("ui", { onDisconnected: (info) => console.log(info.reason) });
+ * await client.login("superhero1", "dev_auth_key__not_secret"); // auto mode connects
+ * ```
+ *
+ * Every method that can fail returns a promise that rejects with a {@link GatewayError}.
+ */
+export class GatewayClient {
+  readonly #options: GatewayClientOptions;
+  readonly #rest: RestClient;
+  readonly #clock: Clock;
+  readonly #random: () => number;
+  readonly #backoff: BackoffOptions;
+  readonly #storage: StorageAdapter;
+  readonly #WebSocket: WebSocketConstructor | undefined;
+
+  #appId: string | null = null;
+  #initReply: InitReply | null = null;
+  #timing: Timing | null = null;
+  #user: User | null = null;
+  #session: Session | null = null;
+  #loginInProgress = false;
+
+  #status: ConnectionStatus = "disconnected";
+  #appState: AppState = "foreground";
+  #backgroundService = false;
+  #backgroundDeadline: number | null = null;
+  #lastDisconnect: DisconnectInfo | null = null;
+  readonly #listeners = new Map<string, ConnectionListener>();
+
+  #transport: Transport | null = null;
+  #transportSeq = 0;
+  #frameSeq = 0;
+  /** Auto mode: logged in. Manual mode: between connect() and disconnect(). */
+  #wantConnected = false;
+  /** A reconnection is owed and will be tried when the rules allow (foreground). */
+  #reconnectPending = false;
+  #attempt = 0;
+
+  #reconnectTimer: unknown = null;
+  #handshakeTimer: unknown = null;
+  #heartbeatTimer: unknown = null;
+  #pongTimer: unknown = null;
+  #heartbeatId: number | null = null;
+  #disconnectTimer: unknown = null;
+
+  #connectWaiters: Waiter<void>[] = [];
+  #disconnectWaiters: Waiter<void>[] = [];
+  readonly #pings = new Map<number, Waiter<PingResult> & { timer: unknown }>();
+  readonly #keepAlives = new Set<KeepAlive>();
+  /** Sockets told to close, and not yet closed; `destroy()` waits for them. */
+  readonly #closing = new Set<Promise<void>>();
+
+  #visibility: VisibilitySource | undefined;
+  readonly #onVisibility = () => {
+    if (this.#visibility === undefined) return;
+    void this.setAppState(
+      this.#visibility.visibilityState === "hidden" ? "background" : "foreground",
+    );
+  };
+
+  /** Creates a client; nothing happens on the network until `init()`. */
+  constructor(options: GatewayClientOptions) {
+    this.#options = options;
+    this.#clock = options.clock ?? systemClock;
+    this.#random = options.random ?? Math.random;
+    this.#backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+    this.#storage = options.storage ?? defaultStorage();
+    this.#WebSocket = options.WebSocket ??
+      (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    this.#rest = createRestClient({ baseUrl: options.baseUrl, fetch: options.fetch });
+    if (options.trackVisibility !== false) {
+      this.#visibility = options.document ?? pageDocument();
+      if (this.#visibility !== undefined) {
+        this.#appState = this.#visibility.visibilityState === "hidden"
+          ? "background"
+          : "foreground";
+        this.#visibility.addEventListener("visibilitychange", this.#onVisibility);
+      }
+    }
+  }
+
+  // ---- init and login -------------------------------------------------------------------
+
+  /**
+   * Validates `appId` and the settings with the gateway and returns the effective settings
+   * (mode, timing). A user stored by an earlier run is restored; in auto mode the client then
+   * connects at once (in foreground).
+   */
+  async init(appId: string, settings: AppSettings): Promise<InitReply> {
+    const reply = await this.#request(() => this.#rest.init({ params: { appId }, body: settings }));
+    if (reply.status !== 200) throw GatewayError.fromPayload(reply.body, reply.status);
+    if (this.#appId !== null) this.#reset(); // A second init starts over.
+    this.#appId = appId;
+    this.#initReply = reply.body;
+    this.#timing = reply.body.timing;
+
+    const stored = await this.#readStoredLogin();
+    if (stored !== null) {
+      if (stored.session.mode === reply.body.mode) {
+        this.#user = stored.user;
+        this.#session = stored.session;
+        if (this.#mode === "auto") {
+          this.#wantConnected = true;
+          this.#connectIfAllowed();
+        }
+      } else {
+        // The session was created for the other mode: the app must log in again.
+        await this.#storage.removeItem(this.#storageKey());
+      }
+    }
+    return reply.body;
+  }
+
+  /**
+   * Logs in with an auth token from the server API, or with `(uid, authKey)` when the app
+   * enables development login. Keeps the user and session in storage; in auto mode the
+   * connection opens at once (watch the connection listeners). Logging in as the uid that is
+   * already logged in returns that user.
+   */
+  login(authToken: string): Promise<User>;
+  login(uid: string, authKey: string): Promise<User>;
+  async login(tokenOrUid: string, authKey?: string): Promise<User> {
+    this.#requireInit();
+    if (this.#loginInProgress) throw new GatewayError("LOGIN_IN_PROGRESS");
+    this.#loginInProgress = true;
+    try {
+      if (this.#user !== null) {
+        if (authKey !== undefined && this.#user.uid === tokenOrUid) return this.#user;
+        await this.logout();
+      }
+      const mode = this.#mode;
+      const body = authKey === undefined
+        ? { authToken: tokenOrUid, mode }
+        : { uid: tokenOrUid, authKey, mode };
+      const reply = await this.#request(() =>
+        this.#rest.login({ params: { appId: this.#appId! }, body })
+      );
+      if (reply.status !== 200) throw GatewayError.fromPayload(reply.body, reply.status);
+      const { user, session } = reply.body;
+      this.#user = user;
+      this.#session = session;
+      await this.#storage.setItem(
+        this.#storageKey(),
+        JSON.stringify({ v: 1, user, session } satisfies StoredLogin),
+      );
+      if (this.#mode === "auto") {
+        this.#wantConnected = true;
+        this.#attempt = 0;
+        this.#connectIfAllowed();
+      }
+      return user;
+    } finally {
+      this.#loginInProgress = false;
+    }
+  }
+
+  /**
+   * Ends the session on the gateway (which closes its connection with `logged_out`) and
+   * forgets the user. The local state is cleared even when the gateway can't be reached; the
+   * promise then rejects with that error.
+   */
+  async logout(): Promise<void> {
+    this.#requireInit();
+    const session = this.#requireUser();
+    this.#wantConnected = false;
+    this.#cancelReconnect();
+    this.#stopKeepAlives();
+    let failure: GatewayError | null = null;
+    try {
+      const reply = await this.#request(() =>
+        this.#rest.session.logout({ headers: this.#bearer(session) })
+      );
+      // 401: the session was already gone, which is what logout wants.
+      if (reply.status !== 200 && reply.status !== 401) {
+        failure = GatewayError.fromPayload(reply.body, reply.status);
+      }
+    } catch (error) {
+      failure = GatewayError.fromUnknown(error);
+    }
+    if (this.#session === session) {
+      this.#endTransport({ reason: "logged_out", source: "client", code: 4006 });
+      await this.#forgetUser();
+    }
+    if (failure !== null) throw failure;
+  }
+
+  /** The logged-in user, or null. */
+  getLoggedInUser(): Promise<User | null> {
+    return this.#guard(() => {
+      this.#requireInit();
+      return this.#user;
+    });
+  }
+
+  // ---- manual mode ----------------------------------------------------------------------
+
+  /**
+   * Manual mode: opens the WebSocket; resolves when the gateway confirms it (`connected`).
+   * Rejects with `ERROR_WEBSOCKETS_ALLREADY_IN_CONNECTED_STATE` when connected, and with the
+   * attempt's error when it fails (no automatic retry for a first attempt).
+   */
+  connect(): Promise<void> {
+    return this.#guard(() => {
+      this.#requireInit();
+      this.#requireUser();
+      this.#requireManual();
+      if (this.#status === "connected") {
+        throw new GatewayError("ERROR_WEBSOCKETS_ALLREADY_IN_CONNECTED_STATE");
+      }
+      this.#wantConnected = true;
+      const done = new Promise<void>((resolve, reject) => {
+        this.#connectWaiters.push({ resolve, reject });
+      });
+      if (this.#transport === null) {
+        this.#cancelReconnect();
+        this.#attempt = 0;
+        this.#openTransport();
+      }
+      return done;
+    });
+  }
+
+  /**
+   * Manual mode: closes the WebSocket (the gateway closes it with `client_disconnect`);
+   * nothing is maintained or reconnected afterwards until `connect()`. Also cancels a
+   * pending reconnection. Rejects with `NO_WEBSOCKET_CONNECTION` when there was nothing to
+   * close or cancel.
+   */
+  disconnect(): Promise<void> {
+    return this.#guard(() => {
+      this.#requireInit();
+      this.#requireUser();
+      this.#requireManual();
+      const hadPending = this.#reconnectPending;
+      this.#wantConnected = false;
+      this.#cancelReconnect();
+      const transport = this.#transport;
+      if (transport === null) {
+        if (hadPending) return Promise.resolve();
+        throw new GatewayError("NO_WEBSOCKET_CONNECTION");
+      }
+      if (!transport.handshaken) {
+        this.#endTransport({ reason: "client_disconnect", source: "client", code: 1000 });
+        return Promise.resolve();
+      }
+      const done = new Promise<void>((resolve, reject) => {
+        this.#disconnectWaiters.push({ resolve, reject });
+      });
+      this.#send(transport, { type: "disconnect", id: this.#nextFrameId() });
+      // If the gateway does not close within the timeout, close from this side.
+      this.#disconnectTimer ??= this.#clock.setTimeout(() => {
+        this.#disconnectTimer = null;
+        this.#endTransport({ reason: "client_disconnect", source: "client", code: 1000 });
+      }, this.#options.disconnectTimeoutMs ?? 2_000);
+      return done;
+    });
+  }
+
+  /**
+   * Manual mode: tells the gateway the app is still active. Over the open WebSocket by
+   * default; `{ via: "http" }` uses `POST /v1/session/ping` (for code that can only make an
+   * HTTP request). In background, the result carries the new deadline.
+   */
+  ping(options: { via?: "websocket" | "http" } = {}): Promise<PingResult> {
+    return this.#guard(async () => {
+      this.#requireInit();
+      const session = this.#requireUser();
+      this.#requireManual();
+      if (options.via === "http") {
+        const reply = await this.#request(() =>
+          this.#rest.session.ping({ headers: this.#bearer(session) })
+        );
+        if (reply.status !== 200) throw GatewayError.fromPayload(reply.body, reply.status);
+        this.#backgroundDeadline = reply.body.backgroundDeadline;
+        return {
+          serverTime: reply.body.serverTime,
+          backgroundDeadline: reply.body.backgroundDeadline,
+        };
+      }
+      const transport = this.#transport;
+      if (transport === null || !transport.handshaken) {
+        throw new GatewayError("NO_WEBSOCKET_CONNECTION");
+      }
+      const id = this.#nextFrameId();
+      const result = new Promise<PingResult>((resolve, reject) => {
+        const timer = this.#clock.setTimeout(() => {
+          // No pong in time: the link is dead (the funnel rejects this ping).
+          if (this.#transport === transport) {
+            this.#endTransport({ reason: "pong_timeout", source: "client", code: ABNORMAL_CLOSE });
+          }
+        }, this.#timingOrDefault().pongTimeoutMs);
+        this.#pings.set(id, { resolve, reject, timer });
+      });
+      this.#send(transport, { type: "ping", id, source: "app" });
+      return result;
+    });
+  }
+
+  /**
+   * Manual mode: pings every `intervalMs` (default half the liveness window) while the app is
+   * in background and connected, so the gateway keeps the connection for as long as the app
+   * can run code in background. Returns a handle to stop it.
+   */
+  keepAliveInBackground(options: { intervalMs?: number } = {}): Promise<KeepAlive> {
+    return this.#guard(() => {
+      this.#requireInit();
+      this.#requireUser();
+      this.#requireManual();
+      const intervalMs = options.intervalMs ??
+        Math.max(1, Math.floor(this.#timingOrDefault().livenessWindowMs / 2));
+      let timer: unknown = null;
+      const tick = () => {
+        if (this.#appState === "background" && this.#status === "connected") {
+          this.ping().catch(() => {/* A failure shows up as a disconnect. */});
+        }
+        timer = this.#clock.setTimeout(tick, intervalMs);
+      };
+      const handle: KeepAlive = {
+        stop: () => {
+          this.#clock.clearTimeout(timer);
+          this.#keepAlives.delete(handle);
+        },
+      };
+      timer = this.#clock.setTimeout(tick, intervalMs);
+      this.#keepAlives.add(handle);
+      return handle;
+    });
+  }
+
+  // ---- app state ------------------------------------------------------------------------
+
+  /**
+   * Reports foreground or background (and optionally turns the background service on or
+   * off). Going to background stops heartbeats and pending reconnections; in auto mode
+   * without the background service the gateway then closes the connection (`background`).
+   * Returning to foreground resumes heartbeats and reconnects where the rules allow.
+   * In a page this is called for you from `document.visibilityState`.
+   */
+  setAppState(state: AppState, options: { backgroundService?: boolean } = {}): Promise<void> {
+    return this.#guard(() => {
+      const service = options.backgroundService ?? this.#backgroundService;
+      if (state === this.#appState && service === this.#backgroundService) return;
+      this.#appState = state;
+      this.#backgroundService = service;
+      const transport = this.#transport;
+      if (transport?.handshaken) {
+        this.#send(transport, {
+          type: "app_state",
+          id: this.#nextFrameId(),
+          state,
+          backgroundService: service,
+        });
+      }
+      if (state === "background") {
+        this.#stopHeartbeat();
+        if (this.#reconnectTimer !== null) {
+          this.#clock.clearTimeout(this.#reconnectTimer);
+          this.#reconnectTimer = null; // #reconnectPending stays: resumed in foreground.
+        }
+        return;
+      }
+      this.#backgroundDeadline = null;
+      if (this.#status === "connected") this.#startHeartbeat();
+      else if (this.#transport === null) this.#connectIfAllowed(true);
+    });
+  }
+
+  /**
+   * iOS-style background service: `willResignActive` turns it on, so the next move to
+   * background keeps the connection for one liveness window; `didBackground` turns it on
+   * and reports background. It stays on until `setAppState(…, { backgroundService: false })`.
+   */
+  configureServices(service: "willResignActive" | "didBackground"): Promise<void> {
+    return this.setAppState(service === "didBackground" ? "background" : this.#appState, {
+      backgroundService: true,
+    });
+  }
+
+  /** Whether the background service is on. */
+  backgroundTaskEnabled(): boolean {
+    return this.#backgroundService;
+  }
+
+  // ---- status and listeners -------------------------------------------------------------
+
+  /** `connecting`, `connected` or `disconnected`. */
+  getConnectionStatus(): ConnectionStatus {
+    return this.#status;
+  }
+
+  /** The status with the mode, app state, background deadline and last disconnect reason. */
+  getConnectionInfo(): ConnectionInfo {
+    return {
+      status: this.#status,
+      mode: this.#mode,
+      appState: this.#appState,
+      backgroundService: this.#backgroundService,
+      backgroundDeadline: this.#backgroundDeadline,
+      lastDisconnect: this.#lastDisconnect,
+    };
+  }
+
+  /** The gateway's view of this session (`GET /v1/session`). */
+  getSessionView(): Promise<SessionView> {
+    return this.#guard(async () => {
+      this.#requireInit();
+      const session = this.#requireUser();
+      const reply = await this.#request(() =>
+        this.#rest.session.status({ headers: this.#bearer(session) })
+      );
+      if (reply.status !== 200) throw GatewayError.fromPayload(reply.body, reply.status);
+      return reply.body;
+    });
+  }
+
+  /** Adds (or replaces) the connection listener with this id. */
+  addConnectionListener(id: string, listener: ConnectionListener): void {
+    this.#listeners.set(id, listener);
+  }
+
+  /** Removes the connection listener with this id. */
+  removeConnectionListener(id: string): void {
+    this.#listeners.delete(id);
+  }
+
+  /**
+   * Stops everything this client runs — socket, timers, keep-alives, the visibility
+   * listener — without logging out, and waits until its sockets have closed. The stored
+   * session stays, so a new client's `init()` picks it up (an app restart).
+   */
+  async destroy(): Promise<void> {
+    this.#reset();
+    if (this.#visibility !== undefined) {
+      this.#visibility.removeEventListener("visibilitychange", this.#onVisibility);
+      this.#visibility = undefined;
+    }
+    await Promise.all([...this.#closing]);
+  }
+
+  // ---- the connection -------------------------------------------------------------------
+
+  /** Opens a connection if the mode, the app state and the user allow one now. */
+  #connectIfAllowed(resetBackoff = false): void {
+    if (this.#transport !== null || this.#session === null || !this.#wantConnected) return;
+    if (this.#appState === "background") {
+      this.#reconnectPending = true;
+      return;
+    }
+    if (this.#mode === "manual" && !this.#reconnectPending) return;
+    if (resetBackoff) this.#attempt = 0;
+    this.#cancelReconnect();
+    this.#openTransport();
+  }
+
+  #openTransport(): void {
+    const session = this.#session;
+    if (session === null) return;
+    const id = ++this.#transportSeq;
+    const base = this.#options.baseUrl.replace(/\/$/, "").replace(/^http/, "ws");
+    const path = this.#initReply?.websocketPath ?? WEBSOCKET_PATH;
+    const useQuery = this.#options.credentialIn === "query";
+    const url = useQuery
+      ? `${base}${path}?credential=${encodeURIComponent(session.credential)}`
+      : `${base}${path}`;
+    const protocols = useQuery
+      ? [WS_PROTOCOL]
+      : [WS_PROTOCOL, `${WS_CREDENTIAL_PROTOCOL_PREFIX}${session.credential}`];
+
+    let ws: WebSocket;
+    try {
+      if (this.#WebSocket === undefined) throw new Error("no WebSocket implementation");
+      ws = new this.#WebSocket(url, protocols);
+    } catch (error) {
+      // Report like any failed attempt, from a fresh task so callers see `connecting` first.
+      this.#setStatus("connecting");
+      this.#clock.setTimeout(() => {
+        if (this.#transport === null && this.#status === "connecting") {
+          this.#failWithoutTransport(GatewayError.fromUnknown(error));
+        }
+      }, 0);
+      return;
+    }
+    const transport: Transport = { id, ws, handshaken: false, handshakeError: null };
+    this.#transport = transport;
+    this.#setStatus("connecting");
+    this.#handshakeTimer = this.#clock.setTimeout(() => {
+      this.#handshakeTimer = null;
+      if (this.#transport === transport) {
+        this.#endTransport({ reason: "handshake_timeout", source: "client", code: ABNORMAL_CLOSE });
+      }
+    }, this.#options.handshakeTimeoutMs ?? 10_000);
+
+    ws.onopen = () => {
+      if (this.#transport !== transport) return;
+      this.#send(transport, {
+        type: "connect",
+        id: this.#nextFrameId(),
+        appState: this.#appState,
+        backgroundService: this.#backgroundService,
+      });
+    };
+    ws.onmessage = (event: MessageEvent) => {
+      if (this.#transport !== transport || typeof event.data !== "string") return;
+      const decoded = decodeServerFrame(event.data);
+      if (decoded.ok) this.#onFrame(transport, decoded.frame);
+    };
+    ws.onerror = () => {/* The close event follows and carries what is known. */};
+    ws.onclose = (event: CloseEvent) => {
+      if (this.#transport !== transport) return; // A late close of an old socket.
+      const serverReason = reasonOfCloseCode(event.code);
+      if (serverReason !== undefined) {
+        this.#endTransport({
+          reason: serverReason,
+          source: "server",
+          code: event.code,
+          errorDescription: event.reason || undefined,
+        });
+      } else {
+        this.#endTransport({ reason: "network_lost", source: "client", code: event.code });
+      }
+    };
+  }
+
+  #onFrame(transport: Transport, frame: ServerFrame): void {
+    switch (frame.type) {
+      case "connected": {
+        this.#clearTimer("handshake");
+        transport.handshaken = true;
+        this.#attempt = 0;
+        this.#reconnectPending = false;
+        this.#timing = frame.timing;
+        this.#backgroundDeadline = frame.backgroundDeadline;
+        // The app state may have changed while the handshake was on its way.
+        if (
+          frame.appState !== this.#appState || frame.backgroundService !== this.#backgroundService
+        ) {
+          this.#send(transport, {
+            type: "app_state",
+            id: this.#nextFrameId(),
+            state: this.#appState,
+            backgroundService: this.#backgroundService,
+          });
+        }
+        if (this.#appState === "foreground") this.#startHeartbeat();
+        if (this.#setStatus("connected")) {
+          this.#emit((l) => l.onConnected?.(frame));
+        }
+        for (const waiter of this.#connectWaiters.splice(0)) waiter.resolve();
+        return;
+      }
+      case "pong": {
+        this.#backgroundDeadline = frame.backgroundDeadline;
+        if (typeof frame.id !== "number") return;
+        if (frame.id === this.#heartbeatId) {
+          this.#heartbeatId = null;
+          this.#clearTimer("pong");
+          if (this.#appState === "foreground") this.#startHeartbeat();
+          return;
+        }
+        const waiter = this.#pings.get(frame.id);
+        if (waiter !== undefined) {
+          this.#pings.delete(frame.id);
+          this.#clock.clearTimeout(waiter.timer);
+          waiter.resolve({
+            serverTime: frame.serverTime,
+            backgroundDeadline: frame.backgroundDeadline,
+          });
+        }
+        return;
+      }
+      case "state":
+        this.#backgroundDeadline = frame.backgroundDeadline;
+        return;
+      case "error": {
+        const error = new GatewayError(frame.errorCode, frame.errorDescription, frame.details);
+        const waiter = typeof frame.id === "number" ? this.#pings.get(frame.id) : undefined;
+        if (waiter !== undefined && typeof frame.id === "number") {
+          this.#pings.delete(frame.id);
+          this.#clock.clearTimeout(waiter.timer);
+          waiter.reject(error);
+        } else if (!transport.handshaken) {
+          transport.handshakeError = error; // Reported with the close that follows.
+        } else {
+          this.#emit((l) => l.onConnectionError?.(error));
+        }
+        return;
+      }
+      case "closing":
+        this.#endTransport({
+          reason: frame.reason,
+          source: "server",
+          code: frame.code,
+          errorDescription: frame.errorDescription,
+        });
+        return;
+    }
+  }
+
+  /**
+   * The disconnect funnel: every way a connection ends comes here, once per socket.
+   * Order: detach and close the socket, stop its timers, fail what waited on it, decide
+   * reconnection, record the reason, set the status (listeners), settle waiters, schedule.
+   */
+  #endTransport(end: {
+    reason: ConnectionEndReason;
+    source: "server" | "client";
+    code: number;
+    errorDescription?: string;
+  }): void {
+    const transport = this.#transport;
+    if (transport === null && this.#status === "disconnected") {
+      this.#settleDisconnectWaiters();
+      return;
+    }
+    this.#transport = null;
+    if (transport !== null) this.#dropSocket(transport.ws, end.reason);
+    this.#clearTimer("handshake");
+    this.#stopHeartbeat();
+    this.#clearTimer("disconnect");
+    for (const [id, waiter] of this.#pings) {
+      this.#clock.clearTimeout(waiter.timer);
+      waiter.reject(new GatewayError("NO_WEBSOCKET_CONNECTION", undefined, { reason: end.reason }));
+      this.#pings.delete(id);
+    }
+    this.#backgroundDeadline = null;
+
+    if (endsSession(end.reason)) this.#wantConnected = false;
+    const decision = decideReconnect({
+      mode: this.#mode,
+      appState: this.#appState,
+      loggedIn: this.#session !== null && !endsSession(end.reason),
+      wantConnected: this.#wantConnected,
+      reason: end.reason,
+    });
+    if (decision === "never" && this.#mode === "manual") this.#wantConnected = false;
+    let reconnectInMs: number | null = null;
+    if (decision === "retry") {
+      reconnectInMs = backoffDelay(this.#attempt++, this.#random, this.#backoff);
+    }
+    this.#reconnectPending = decision !== "never";
+
+    const info: DisconnectInfo = {
+      reason: end.reason,
+      source: end.source,
+      code: end.code,
+      errorDescription: end.errorDescription ?? describe(end.reason),
+      reconnect: decision,
+      reconnectInMs,
+      at: this.#clock.now(),
+    };
+    this.#lastDisconnect = info;
+    if (reconnectInMs !== null) this.#scheduleReconnect(reconnectInMs);
+
+    const attemptFailed = this.#status === "connecting";
+    const changed = this.#setStatus("disconnected");
+    if (changed) this.#emit((l) => l.onDisconnected?.(info));
+    if (attemptFailed && end.reason !== "client_disconnect" && end.reason !== "destroyed") {
+      const error = transport?.handshakeError ?? attemptError(info);
+      this.#emit((l) => l.onConnectionError?.(error));
+      for (const waiter of this.#connectWaiters.splice(0)) waiter.reject(error);
+    } else {
+      const error = new GatewayError("NO_WEBSOCKET_CONNECTION", info.errorDescription, {
+        reason: info.reason,
+      });
+      for (const waiter of this.#connectWaiters.splice(0)) waiter.reject(error);
+    }
+    this.#settleDisconnectWaiters();
+    if (endsSession(end.reason) && end.source === "server") void this.#forgetUser();
+  }
+
+  /** A failed attempt that never got a socket (e.g. the constructor threw). */
+  #failWithoutTransport(error: GatewayError): void {
+    this.#endTransport({
+      reason: "network_lost",
+      source: "client",
+      code: ABNORMAL_CLOSE,
+      errorDescription: error.errorDescription,
+    });
+  }
+
+  #settleDisconnectWaiters(): void {
+    for (const waiter of this.#disconnectWaiters.splice(0)) waiter.resolve();
+  }
+
+  /** Detaches a socket's handlers, closes it, and tracks it until it has closed. */
+  #dropSocket(ws: WebSocket, reason: ConnectionEndReason): void {
+    ws.onopen = null;
+    ws.onmessage = null;
+    ws.onerror = null;
+    if (ws.readyState === WS_CLOSED) {
+      ws.onclose = null;
+      return;
+    }
+    const closed = new Promise<void>((resolve) => {
+      const timer = this.#clock.setTimeout(finish, 5_000);
+      function finish() {
+        ws.onclose = null;
+        resolve();
+      }
+      ws.onclose = () => {
+        this.#clock.clearTimeout(timer);
+        finish();
+      };
+    });
+    this.#closing.add(closed);
+    void closed.then(() => this.#closing.delete(closed));
+    if (ws.readyState === WS_CONNECTING || ws.readyState === WS_OPEN) {
+      try {
+        ws.close(1000, reason);
+      } catch {
+        // Already closing.
+      }
+    }
+  }
+
+  #scheduleReconnect(delayMs: number): void {
+    this.#cancelReconnectTimer();
+    this.#reconnectPending = true;
+    if (this.#appState === "background") return; // Resumed by setAppState("foreground").
+    this.#reconnectTimer = this.#clock.setTimeout(() => {
+      this.#reconnectTimer = null;
+      if (this.#transport === null && this.#reconnectPending && this.#wantConnected) {
+        this.#openTransport();
+      }
+    }, delayMs);
+  }
+
+  #cancelReconnectTimer(): void {
+    if (this.#reconnectTimer !== null) {
+      this.#clock.clearTimeout(this.#reconnectTimer);
+      this.#reconnectTimer = null;
+    }
+  }
+
+  #cancelReconnect(): void {
+    this.#cancelReconnectTimer();
+    this.#reconnectPending = false;
+  }
+
+  // ---- heartbeats -----------------------------------------------------------------------
+
+  #startHeartbeat(): void {
+    this.#stopHeartbeat();
+    const timing = this.#timingOrDefault();
+    this.#heartbeatTimer = this.#clock.setTimeout(() => {
+      this.#heartbeatTimer = null;
+      const transport = this.#transport;
+      if (transport === null || !transport.handshaken || this.#appState !== "foreground") return;
+      const id = this.#nextFrameId();
+      this.#heartbeatId = id;
+      this.#pongTimer = this.#clock.setTimeout(() => {
+        this.#pongTimer = null;
+        if (this.#transport === transport) {
+          this.#endTransport({ reason: "pong_timeout", source: "client", code: ABNORMAL_CLOSE });
+        }
+      }, timing.pongTimeoutMs);
+      this.#send(transport, { type: "ping", id, source: "heartbeat" });
+    }, timing.heartbeatIntervalMs);
+  }
+
+  #stopHeartbeat(): void {
+    this.#clearTimer("heartbeat");
+    this.#clearTimer("pong");
+    this.#heartbeatId = null;
+  }
+
+  // ---- helpers --------------------------------------------------------------------------
+
+  /** The one status setter: returns whether the status changed (listeners fire only then). */
+  #setStatus(next: ConnectionStatus): boolean {
+    if (this.#status === next) return false;
+    this.#status = next;
+    if (next === "connecting") this.#emit((l) => l.inConnecting?.());
+    return true;
+  }
+
+  #emit(call: (listener: ConnectionListener) => void): void {
+    for (const listener of [...this.#listeners.values()]) {
+      try {
+        call(listener);
+      } catch (error) {
+        // A throwing listener must not break the client or the other listeners.
+        console.error("GatewayClient: a connection listener threw", error);
+      }
+    }
+  }
+
+  #send(transport: Transport, frame: Parameters<typeof encodeClientFrame>[0]): void {
+    if (transport.ws.readyState !== WS_OPEN) return;
+    try {
+      transport.ws.send(encodeClientFrame(frame));
+    } catch {
+      // The close event follows.
+    }
+  }
+
+  #nextFrameId(): number {
+    return ++this.#frameSeq;
+  }
+
+  #clearTimer(which: "handshake" | "heartbeat" | "pong" | "disconnect"): void {
+    switch (which) {
+      case "handshake":
+        if (this.#handshakeTimer !== null) this.#clock.clearTimeout(this.#handshakeTimer);
+        this.#handshakeTimer = null;
+        return;
+      case "heartbeat":
+        if (this.#heartbeatTimer !== null) this.#clock.clearTimeout(this.#heartbeatTimer);
+        this.#heartbeatTimer = null;
+        return;
+      case "pong":
+        if (this.#pongTimer !== null) this.#clock.clearTimeout(this.#pongTimer);
+        this.#pongTimer = null;
+        return;
+      case "disconnect":
+        if (this.#disconnectTimer !== null) this.#clock.clearTimeout(this.#disconnectTimer);
+        this.#disconnectTimer = null;
+        return;
+    }
+  }
+
+  #stopKeepAlives(): void {
+    for (const keepAlive of [...this.#keepAlives]) keepAlive.stop();
+  }
+
+  /** Ends everything local: used by a second init() and by destroy(). */
+  #reset(): void {
+    this.#wantConnected = false;
+    this.#cancelReconnect();
+    this.#stopKeepAlives();
+    this.#endTransport({ reason: "destroyed", source: "client", code: 1000 });
+    this.#user = null;
+    this.#session = null;
+  }
+
+  async #forgetUser(): Promise<void> {
+    this.#user = null;
+    this.#session = null;
+    this.#wantConnected = false;
+    this.#cancelReconnect();
+    this.#stopKeepAlives();
+    if (this.#appId !== null) await this.#storage.removeItem(this.#storageKey());
+  }
+
+  async #readStoredLogin(): Promise<StoredLogin | null> {
+    try {
+      const raw = await this.#storage.getItem(this.#storageKey());
+      if (raw === null) return null;
+      const parsed = JSON.parse(raw) as Partial<StoredLogin>;
+      const checked = LoginReplySchema.safeParse({ user: parsed.user, session: parsed.session });
+      return parsed.v === 1 && checked.success ? { v: 1, ...checked.data } : null;
+    } catch {
+      return null;
+    }
+  }
+
+  #storageKey(): string {
+    return `liveness.v1:${this.#options.baseUrl.replace(/\/$/, "")}:${this.#appId}`;
+  }
+
+  get #mode(): Mode {
+    return this.#initReply?.mode ?? "auto";
+  }
+
+  #timingOrDefault(): Timing {
+    // Before init there is no timing; the contract's defaults live on the gateway, so these
+    // only guard against use before init (every public path calls #requireInit first).
+    return this.#timing ?? {
+      livenessWindowMs: 30_000,
+      heartbeatIntervalMs: 15_000,
+      pongTimeoutMs: 3_000,
+      idleTimeoutMs: 45_000,
+    };
+  }
+
+  #bearer(session: Session): { authorization: string } {
+    return { authorization: `Bearer ${session.credential}` };
+  }
+
+  #requireInit(): void {
+    if (this.#initReply === null) throw new GatewayError("NOT_INITIALIZED");
+  }
+
+  #requireUser(): Session {
+    if (this.#session === null) throw new GatewayError("ERROR_USER_NOT_LOGGED_IN");
+    return this.#session;
+  }
+
+  #requireManual(): void {
+    if (this.#mode !== "manual") throw new GatewayError("ERR_NOT_MANUAL_MODE");
+  }
+
+  /** Runs a check-then-act body so that a thrown GatewayError becomes a rejection. */
+  async #guard<T>(body: () => T | Promise<T>): Promise<T> {
+    return await body();
+  }
+
+  /** Runs a REST call, turning a network failure into a GatewayError. */
+  async #request<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (error) {
+      throw GatewayError.fromUnknown(error);
+    }
+  }
+}
+
+function describe(reason: ConnectionEndReason): string {
+  if (reason in LOCAL_DESCRIPTIONS) return LOCAL_DESCRIPTIONS[reason as LocalDisconnectReason];
+  return `The gateway closed the connection (${reason}).`;
+}
+
+function attemptError(info: DisconnectInfo): GatewayError {
+  const code = ATTEMPT_ERRORS[info.reason] ?? "NO_WEBSOCKET_CONNECTION";
+  return new GatewayError(code, info.errorDescription, { reason: info.reason, code: info.code });
+}

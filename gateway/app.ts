@@ -1,0 +1,66 @@
+/**
+ * The Hono app: routes implemented from the contract, the WebSocket endpoint, the docs, and
+ * one error handler so that every failure answers with the contract's error payload.
+ */
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { errorPayload, statusOf } from "../contract/mod.ts";
+import { GatewayError } from "./errors.ts";
+import { contractRoutes } from "./openapi.ts";
+import { clientRoutes } from "./routes/client_routes.ts";
+import { mountDocs } from "./routes/docs.ts";
+import { serverRoutes } from "./routes/server_routes.ts";
+import { mountWebSocket } from "./routes/websocket.ts";
+import type { GatewayEnv, GatewayServices } from "./services.ts";
+
+export function createApp(services: GatewayServices): Hono<GatewayEnv> {
+  const app = new Hono<GatewayEnv>();
+
+  app.use("*", async (c, next) => {
+    const key = c.env?.remoteAddr ?? "unknown";
+    if (!services.httpLimiter.take(key, services.clock.now())) {
+      throw new GatewayError("ERR_TOO_MANY_REQUESTS");
+    }
+    await next();
+  });
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: services.config.maxBodyBytes,
+      onError: () => {
+        throw new GatewayError("ERR_PAYLOAD_TOO_LARGE", undefined, {
+          limitBytes: services.config.maxBodyBytes,
+        });
+      },
+    }),
+  );
+
+  const implemented = [...clientRoutes(services), ...serverRoutes(services)];
+  for (const route of implemented) route.mount(app);
+  // Every contract route must be implemented: a route added to the contract without a handler
+  // fails here at start-up (and in the tests), not as a 404 in production.
+  const mounted = new Set(implemented.map((r) => r.route));
+  for (const { name, route } of contractRoutes()) {
+    if (!mounted.has(route)) throw new Error(`contract route '${name}' has no handler`);
+  }
+  mountWebSocket(app, services);
+  mountDocs(app);
+  app.get("/", (c) => c.redirect("/docs"));
+
+  // A known path with another method: 405 rather than 404.
+  const paths = new Set([...implemented.map((r) => r.route.path), "/v1/ws", "/openapi.json"]);
+  for (const path of paths) {
+    app.all(path, () => {
+      throw new GatewayError("ERR_METHOD_NOT_ALLOWED");
+    });
+  }
+
+  app.notFound((c) => c.json(errorPayload("ERR_NOT_FOUND"), 404));
+  app.onError((error, c) => {
+    if (error instanceof GatewayError) return c.json(error.toPayload(), error.status as 400);
+    // Never leak a stack trace: log it here, answer with the bare code.
+    console.error("unexpected error", error);
+    return c.json(errorPayload("ERR_INTERNAL"), statusOf("ERR_INTERNAL"));
+  });
+  return app;
+}

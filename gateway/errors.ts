@@ -1,0 +1,24 @@
+/** The error a route handler throws; `app.ts` turns it into the contract's error payload. */
+import { type ErrorCode, type ErrorPayload, errorPayload, statusOf } from "../contract/mod.ts";
+
+export class GatewayError extends Error {
+  override name = "GatewayError";
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+  readonly description: string | undefined;
+
+  constructor(code: ErrorCode, description?: string, details?: Record<string, unknown>) {
+    super(description ?? code);
+    this.code = code;
+    this.description = description;
+    this.details = details;
+  }
+
+  get status(): number {
+    return statusOf(this.code);
+  }
+
+  toPayload(): ErrorPayload {
+    return errorPayload(this.code, this.description, this.details);
+  }
+}

@@ -1,0 +1,259 @@
+/**
+ * The connection lifecycle rules of SPEC §4 as a pure state machine:
+ * `step(state, event, now, config) → { state, decisions }`.
+ *
+ * Nothing here touches a socket, a timer or storage. The user state object applies the
+ * decisions: it closes sockets, arms the deadline wheel, and persists the new state.
+ *
+ * | mode   | app state                         | rule                                                  |
+ * | ------ | --------------------------------- | ----------------------------------------------------- |
+ * | auto   | foreground                        | connected; the client reconnects after network loss   |
+ * | auto   | background, no background service | closed at once (`background`)                         |
+ * | auto   | background, background service    | one window from entering background, then closed      |
+ * |        |                                   | (`background_timeout`); pings do not extend it        |
+ * | manual | foreground                        | connected between connect() and disconnect()          |
+ * | manual | background                        | one window from entering background; each ping moves  |
+ * |        |                                   | the deadline to ping + window (`liveness_timeout`)    |
+ * | manual | after disconnect()                | nothing is maintained                                 |
+ * | any    | back to foreground before deadline| the deadline is cancelled                             |
+ * | any    | nothing received for idle timeout | closed (`idle_timeout`), see `idleCheck`              |
+ */
+import type {
+  AppState,
+  CloseReason,
+  DeadlineReason,
+  DisconnectReason,
+  ErrorCode,
+  Mode,
+} from "../contract/mod.ts";
+
+export interface LivenessConfig {
+  /** The liveness window (SPEC: 30 000 ms by default). */
+  livenessWindowMs: number;
+  /** A connection that sends nothing for this long is a dead peer. */
+  idleTimeoutMs: number;
+}
+
+/** The lifecycle part of one session's state. Plain data: it is what gets persisted. */
+export interface SessionLiveness {
+  readonly mode: Mode;
+  /** The session holds a connection (a live socket, or one awaiting its deadline after a restart). */
+  readonly connected: boolean;
+  readonly appState: AppState;
+  readonly backgroundService: boolean;
+  /** Server-clock time at which the connection is closed, unless cancelled or extended. */
+  readonly deadline: number | null;
+  readonly deadlineReason: DeadlineReason | null;
+  readonly lastPingAt: number | null;
+  readonly lastDisconnectReason: DisconnectReason | null;
+  readonly lastDisconnectAt: number | null;
+}
+
+export type LivenessEvent =
+  /** The session's socket completed its handshake (a new one replaces any older socket). */
+  | { type: "connected"; appState: AppState; backgroundService: boolean }
+  /** The client reported foreground/background (and whether the background service is on). */
+  | { type: "app_state"; appState: AppState; backgroundService: boolean }
+  /**
+   * A ping: `heartbeat` is the client's automatic foreground heartbeat; `app` is the app's
+   * ping() over the socket; `http` is the app's ping() over HTTP.
+   */
+  | { type: "ping"; source: "heartbeat" | "app" | "http" }
+  /** Manual mode: the app called disconnect(). */
+  | { type: "disconnect" }
+  /** The socket went away (network loss, client close) or the server closed it for a reason. */
+  | { type: "closed"; reason: DisconnectReason }
+  /** The alarm armed for `state.deadline` fired. */
+  | { type: "deadline" };
+
+export type Decision =
+  /** Close the session's socket with this reason (its close code is in the contract). */
+  | { kind: "close"; reason: CloseReason }
+  /** Refuse the call with this error; nothing changed. */
+  | { kind: "reject"; errorCode: ErrorCode }
+  /** Arm (or move) the session's alarm. */
+  | { kind: "schedule"; at: number }
+  /** Disarm the session's alarm. */
+  | { kind: "cancel" };
+
+export interface StepResult {
+  state: SessionLiveness;
+  decisions: Decision[];
+}
+
+/** A fresh session, not yet connected. */
+export function initialLiveness(mode: Mode): SessionLiveness {
+  return {
+    mode,
+    connected: false,
+    appState: "foreground",
+    backgroundService: false,
+    deadline: null,
+    deadlineReason: null,
+    lastPingAt: null,
+    lastDisconnectReason: null,
+    lastDisconnectAt: null,
+  };
+}
+
+const none: Decision[] = [];
+
+/** Applies one event at server time `now`. Never mutates `state`. */
+export function step(
+  state: SessionLiveness,
+  event: LivenessEvent,
+  now: number,
+  config: LivenessConfig,
+): StepResult {
+  switch (event.type) {
+    case "connected":
+      return enterAppState(
+        { ...state, connected: true },
+        event.appState,
+        event.backgroundService,
+        now,
+        config,
+        // A reconnect inside a running background window keeps that window.
+        true,
+      );
+
+    case "app_state":
+      if (!state.connected) return reject(state, "NO_WEBSOCKET_CONNECTION");
+      return enterAppState(state, event.appState, event.backgroundService, now, config, false);
+
+    case "ping":
+      return ping(state, event.source, now, config);
+
+    case "disconnect":
+      if (state.mode !== "manual") return reject(state, "ERR_NOT_MANUAL_MODE");
+      if (!state.connected) return reject(state, "NO_WEBSOCKET_CONNECTION");
+      return close(state, "client_disconnect", now);
+
+    case "closed":
+      if (!state.connected) return { state, decisions: none };
+      return {
+        state: disconnected(state, event.reason, now),
+        decisions: state.deadline === null ? none : [{ kind: "cancel" }],
+      };
+
+    case "deadline":
+      if (!state.connected || state.deadline === null || state.deadlineReason === null) {
+        return { state, decisions: none };
+      }
+      // Never early: a stale alarm (the deadline moved later) re-arms instead of closing.
+      if (now < state.deadline) {
+        return { state, decisions: [{ kind: "schedule", at: state.deadline }] };
+      }
+      return close(state, state.deadlineReason, now);
+  }
+}
+
+function enterAppState(
+  state: SessionLiveness,
+  appState: AppState,
+  backgroundService: boolean,
+  now: number,
+  config: LivenessConfig,
+  keepRunningWindow: boolean,
+): StepResult {
+  if (appState === "foreground") {
+    const next = { ...state, appState, backgroundService, deadline: null, deadlineReason: null };
+    return { state: next, decisions: state.deadline === null ? none : [{ kind: "cancel" }] };
+  }
+
+  const withFlags = { ...state, appState, backgroundService };
+  if (state.mode === "auto" && !backgroundService) return close(withFlags, "background", now);
+
+  // Already in background with a window running: the window keeps its start (moving to the
+  // background twice, or turning the background service on, does not buy more time).
+  const running = state.appState === "background" && state.deadline !== null;
+  if (running || (keepRunningWindow && state.deadline !== null)) {
+    return { state: withFlags, decisions: none };
+  }
+  const reason: DeadlineReason = state.mode === "auto" ? "background_timeout" : "liveness_timeout";
+  const deadline = now + config.livenessWindowMs;
+  return {
+    state: { ...withFlags, deadline, deadlineReason: reason },
+    decisions: [{ kind: "schedule", at: deadline }],
+  };
+}
+
+function ping(
+  state: SessionLiveness,
+  source: "heartbeat" | "app" | "http",
+  now: number,
+  config: LivenessConfig,
+): StepResult {
+  if (state.mode === "auto") {
+    // The automatic heartbeat is always accepted but never extends a background deadline;
+    // the app's own ping() is a manual-mode call.
+    if (source !== "heartbeat") return reject(state, "ERR_NOT_MANUAL_MODE");
+    if (!state.connected) return reject(state, "NO_WEBSOCKET_CONNECTION");
+    return { state: { ...state, lastPingAt: now }, decisions: none };
+  }
+  if (!state.connected) return reject(state, "NO_WEBSOCKET_CONNECTION");
+  if (state.appState === "background" && state.deadline !== null) {
+    const deadline = now + config.livenessWindowMs;
+    return {
+      state: { ...state, lastPingAt: now, deadline },
+      decisions: [{ kind: "schedule", at: deadline }],
+    };
+  }
+  return { state: { ...state, lastPingAt: now }, decisions: none };
+}
+
+function close(state: SessionLiveness, reason: CloseReason, now: number): StepResult {
+  const decisions: Decision[] = [{ kind: "close", reason }];
+  if (state.deadline !== null) decisions.push({ kind: "cancel" });
+  return { state: disconnected(state, reason, now), decisions };
+}
+
+function disconnected(
+  state: SessionLiveness,
+  reason: DisconnectReason,
+  now: number,
+): SessionLiveness {
+  return {
+    ...state,
+    connected: false,
+    deadline: null,
+    deadlineReason: null,
+    lastDisconnectReason: reason,
+    lastDisconnectAt: now,
+  };
+}
+
+function reject(state: SessionLiveness, errorCode: ErrorCode): StepResult {
+  return { state, decisions: [{ kind: "reject", errorCode }] };
+}
+
+/**
+ * The idle rule for dead peers, as a last-seen sweep: frames only record `lastSeenAt`; the
+ * check runs when the previous idle deadline falls due and either closes or names the next
+ * time to look.
+ */
+export function idleCheck(
+  lastSeenAt: number,
+  now: number,
+  config: LivenessConfig,
+): { kind: "close"; reason: "idle_timeout" } | { kind: "schedule"; at: number } {
+  const due = lastSeenAt + config.idleTimeoutMs;
+  return now >= due ? { kind: "close", reason: "idle_timeout" } : { kind: "schedule", at: due };
+}
+
+/**
+ * What a restarted gateway does with a session persisted while it held a connection: the
+ * socket is gone (it got 1012), so a foreground session is recorded as closed by the shutdown;
+ * a session inside its background window keeps its deadline, which still fires, and one whose
+ * deadline passed while the gateway was down is recorded as closed at that deadline.
+ */
+export function restore(state: SessionLiveness, now: number): StepResult {
+  if (!state.connected) return { state, decisions: none };
+  if (state.deadline === null || state.deadlineReason === null) {
+    return { state: disconnected(state, "server_shutdown", now), decisions: none };
+  }
+  if (now >= state.deadline) {
+    return { state: disconnected(state, state.deadlineReason, state.deadline), decisions: none };
+  }
+  return { state, decisions: [{ kind: "schedule", at: state.deadline }] };
+}

@@ -1,0 +1,58 @@
+/**
+ * `deno task serve`: the gateway as a process. Configuration comes from the environment
+ * (see config.ts / README); `--dev` adds the labelled development app.
+ */
+import { ConfigError, DEV_APP, ENV_VARS } from "./config.ts";
+import { startGateway } from "./server.ts";
+
+const dev = Deno.args.includes("--dev");
+const env = Object.fromEntries(
+  Object.keys(ENV_VARS).map((name) => [name, Deno.env.get(name)]),
+);
+
+try {
+  const kvPath = env.KV_PATH;
+  if (kvPath !== undefined && kvPath !== ":memory:" && kvPath !== "platform") {
+    await ensureDir(kvPath);
+  } else if (kvPath === undefined) await ensureDir("./data/gateway.kv");
+
+  const gateway = await startGateway({ env, config: { dev } });
+  const { url, config } = gateway;
+  console.log(`liveness gateway listening on ${url}`);
+  console.log(`  docs:      ${url}/docs   (OpenAPI: ${url}/openapi.json)`);
+  console.log(`  websocket: ${url.replace(/^http/, "ws")}/v1/ws`);
+  console.log(
+    `  liveness window ${config.livenessWindowMs} ms, heartbeat ${config.heartbeatIntervalMs} ms, ` +
+      `idle timeout ${config.idleTimeoutMs} ms, store ${config.kvPath ?? "platform KV"}`,
+  );
+  if (gateway.revived > 0) console.log(`  revived ${gateway.revived} user(s) from the store`);
+  if (config.dev) {
+    console.log("  DEVELOPMENT APP (not for production; these keys are public):");
+    console.log(`    appId ${DEV_APP.appId}, region ${DEV_APP.region}`);
+    console.log(`    apiKey  ${DEV_APP.apiKey}`);
+    console.log(`    authKey ${DEV_APP.authKey}`);
+    console.log(`    users   ${DEV_APP.seedUsers!.map((u) => u.uid).join(", ")}`);
+  }
+
+  let stopping = false;
+  const shutdown = async () => {
+    if (stopping) return;
+    stopping = true;
+    console.log("shutting down: closing sockets with 1012, writing state");
+    await gateway.stop();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", shutdown);
+  Deno.addSignalListener("SIGTERM", shutdown);
+} catch (error) {
+  if (error instanceof ConfigError) {
+    console.error(`configuration error: ${error.message}`);
+    Deno.exit(2);
+  }
+  throw error;
+}
+
+async function ensureDir(filePath: string): Promise<void> {
+  const dir = filePath.replace(/[/\\][^/\\]*$/, "");
+  if (dir !== "" && dir !== filePath) await Deno.mkdir(dir, { recursive: true });
+}

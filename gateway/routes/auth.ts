@@ -1,0 +1,61 @@
+/** Authentication of HTTP calls: the app, its server API key, and session credentials. */
+import type { Context } from "hono";
+import type { AppConfig } from "../config.ts";
+import { GatewayError } from "../errors.ts";
+import type { GatewayEnv, GatewayServices } from "../services.ts";
+import type { LiveSession, UserState } from "../user_state.ts";
+
+export function appOf(services: GatewayServices, appId: string): AppConfig {
+  const app = services.apps.get(appId);
+  if (app === undefined) throw new GatewayError("ERR_INVALID_APP_ID", `No app '${appId}' exists.`);
+  return app;
+}
+
+/** The app of a server API call, after checking its `apikey` header. */
+export function serverApp(
+  services: GatewayServices,
+  c: Context<GatewayEnv>,
+  appId: string,
+): AppConfig {
+  const app = appOf(services, appId);
+  const given = c.req.header("apikey");
+  if (given === undefined || !constantTimeEqual(given, app.apiKey)) {
+    throw new GatewayError("ERR_INVALID_API_KEY");
+  }
+  return app;
+}
+
+/** The session behind `Authorization: Bearer <credential>`. */
+export async function sessionOf(
+  services: GatewayServices,
+  c: Context<GatewayEnv>,
+): Promise<{ user: UserState; session: LiveSession }> {
+  const header = c.req.header("authorization");
+  if (header === undefined || header.trim() === "") {
+    throw new GatewayError("ERROR_USER_NOT_LOGGED_IN", "No session credential was given.");
+  }
+  const match = /^Bearer\s+(\S+)$/.exec(header.trim());
+  const found = match === null ? null : await resolveCredential(services, match[1]);
+  if (found === null) throw new GatewayError("AUTH_ERR_AUTH_TOKEN_NOT_FOUND");
+  return found;
+}
+
+/** Verifies a credential and finds its live session; null when either fails. */
+export async function resolveCredential(
+  services: GatewayServices,
+  credential: string,
+): Promise<{ user: UserState; session: LiveSession } | null> {
+  const claims = await services.signer.verify(credential, services.clock.now());
+  if (claims === null || !services.apps.has(claims.appId)) return null;
+  const user = await services.users.get(claims.appId, claims.uid);
+  const session = user.session(claims.sessionId);
+  return session === undefined ? null : { user, session };
+}
+
+function constantTimeEqual(a: string, b: string): boolean {
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    diff |= a.charCodeAt(i % (a.length || 1)) ^ b.charCodeAt(i % (b.length || 1));
+  }
+  return diff === 0;
+}

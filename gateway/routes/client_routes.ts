@@ -1,0 +1,129 @@
+/** The client's calls: init, login, and the session routes (logout, ping, disconnect, status). */
+import { contract, WEBSOCKET_PATH } from "../../contract/mod.ts";
+import { timingOf } from "../config.ts";
+import { GatewayError } from "../errors.ts";
+import type { GatewayServices } from "../services.ts";
+import type { UserState } from "../user_state.ts";
+import { appOf, sessionOf } from "./auth.ts";
+import { implement, type ImplementedRoute } from "./define.ts";
+
+export function clientRoutes(services: GatewayServices): ImplementedRoute[] {
+  const { config, store, users, signer, clock } = services;
+
+  return [
+    implement(contract.init, async ({ params, body }) => {
+      const app = appOf(services, params.appId);
+      if (body.region.toLowerCase() !== app.region.toLowerCase()) {
+        throw new GatewayError(
+          "ERR_INVALID_REGION",
+          `Region '${body.region}' does not match the app's region.`,
+        );
+      }
+      return await Promise.resolve({
+        status: 200 as const,
+        body: {
+          appId: app.appId,
+          region: app.region,
+          subscriptionType: body.subscriptionType ?? "allUsers",
+          roles: body.roles,
+          autoEstablishSocketConnection: body.autoEstablishSocketConnection ?? true,
+          mode: (body.autoEstablishSocketConnection ?? true) ? "auto" as const : "manual" as const,
+          timing: timingOf(config),
+          devLoginEnabled: app.authKey !== undefined,
+          websocketPath: WEBSOCKET_PATH,
+        },
+      });
+    }),
+
+    implement(contract.login, async ({ params, body }) => {
+      const app = appOf(services, params.appId);
+      let uid: string;
+      if ("authToken" in body) {
+        const token = await store.getAuthToken(body.authToken);
+        if (
+          token === null || token.appId !== app.appId ||
+          (token.expiresAt !== null && token.expiresAt <= clock.now())
+        ) {
+          throw new GatewayError("AUTH_ERR_AUTH_TOKEN_NOT_FOUND");
+        }
+        uid = token.uid;
+      } else {
+        if (app.authKey === undefined) {
+          throw new GatewayError(
+            "AUTH_ERR_AUTH_TOKEN_NOT_FOUND",
+            "Login with uid and authKey is not enabled for this app; use an auth token.",
+          );
+        }
+        if (body.authKey !== app.authKey) throw new GatewayError("ERR_INVALID_AUTH_KEY");
+        uid = body.uid;
+      }
+      const user = await store.getUser(app.appId, uid);
+      if (user === null) throw new GatewayError("ERR_UID_NOT_FOUND", `No user '${uid}' exists.`);
+
+      const state = await users.get(app.appId, uid);
+      const session = state.createSession(crypto.randomUUID(), body.mode ?? "auto");
+      // Output gate: the session is on disk before anyone can use its credential.
+      await services.users.runtime.writer.durable();
+      const credential = await signer.sign({
+        appId: app.appId,
+        uid,
+        sessionId: session.sessionId,
+        exp: clock.now() + config.sessionTtlMs,
+      });
+      return {
+        status: 200 as const,
+        body: {
+          user,
+          session: {
+            sessionId: session.sessionId,
+            credential,
+            mode: session.mode,
+            createdAt: session.createdAt,
+          },
+        },
+      };
+    }),
+
+    implement(contract.session.logout, async (_request, c) => {
+      const { user, session } = await sessionOf(services, c);
+      user.endSession(session.sessionId);
+      await services.users.runtime.writer.durable();
+      return { status: 200 as const, body: { ok: true as const } };
+    }),
+
+    implement(contract.session.ping, async (_request, c) => {
+      const { user, session } = await sessionOf(services, c);
+      const after = callOrThrow(user, session.sessionId, { type: "ping", source: "http" });
+      return {
+        status: 200 as const,
+        body: {
+          serverTime: clock.now(),
+          appState: after.liveness.appState,
+          connected: after.liveness.connected,
+          backgroundDeadline: after.liveness.deadline,
+        },
+      };
+    }),
+
+    implement(contract.session.disconnect, async (_request, c) => {
+      const { user, session } = await sessionOf(services, c);
+      const after = callOrThrow(user, session.sessionId, { type: "disconnect" });
+      return { status: 200 as const, body: user.view(after) };
+    }),
+
+    implement(contract.session.status, async (_request, c) => {
+      const { user, session } = await sessionOf(services, c);
+      return { status: 200 as const, body: user.view(session) };
+    }),
+  ];
+}
+
+function callOrThrow(
+  user: UserState,
+  sessionId: string,
+  event: Parameters<UserState["call"]>[1],
+) {
+  const result = user.call(sessionId, event);
+  if (!result.ok) throw new GatewayError(result.errorCode);
+  return result.session;
+}

@@ -1,0 +1,85 @@
+/** The server API (with the app's `apikey`): users, auth tokens, presence and sessions. */
+import { contract } from "../../contract/mod.ts";
+import { GatewayError } from "../errors.ts";
+import type { GatewayServices } from "../services.ts";
+import { serverApp } from "./auth.ts";
+import { implement, type ImplementedRoute } from "./define.ts";
+
+export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
+  const { store, users, clock } = services;
+
+  const requireUser = async (appId: string, uid: string) => {
+    const user = await store.getUser(appId, uid);
+    if (user === null) throw new GatewayError("ERR_UID_NOT_FOUND", `No user '${uid}' exists.`);
+    return user;
+  };
+
+  return [
+    implement(contract.server.createUser, async ({ params, body }, c) => {
+      const app = serverApp(services, c, params.appId);
+      const user = { uid: body.uid, name: body.name ?? body.uid, createdAt: clock.now() };
+      if (!(await store.createUser(app.appId, user))) {
+        throw new GatewayError("ERR_UID_ALREADY_EXISTS", `A user '${body.uid}' exists already.`);
+      }
+      return { status: 201 as const, body: user };
+    }),
+
+    implement(contract.server.createAuthToken, async ({ params, body }, c) => {
+      const app = serverApp(services, c, params.appId);
+      await requireUser(app.appId, params.uid);
+      const now = clock.now();
+      const record = {
+        appId: app.appId,
+        uid: params.uid,
+        authToken: `at_${randomToken()}`,
+        createdAt: now,
+        expiresAt: body.ttlSeconds === undefined ? null : now + body.ttlSeconds * 1000,
+      };
+      await store.putAuthToken(record);
+      const { authToken, uid, createdAt, expiresAt } = record;
+      return { status: 201 as const, body: { authToken, uid, createdAt, expiresAt } };
+    }),
+
+    implement(contract.server.revokeAuthToken, async ({ params }, c) => {
+      const app = serverApp(services, c, params.appId);
+      if (!(await store.deleteAuthToken(app.appId, params.uid, params.authToken))) {
+        throw new GatewayError("ERR_NOT_FOUND", "No such auth token for this user.");
+      }
+      return { status: 200 as const, body: { ok: true as const } };
+    }),
+
+    implement(contract.server.getPresence, async ({ params }, c) => {
+      const app = serverApp(services, c, params.appId);
+      await requireUser(app.appId, params.uid);
+      const state = await users.get(app.appId, params.uid);
+      return {
+        status: 200 as const,
+        body: {
+          uid: params.uid,
+          online: state.online,
+          lastSeenAt: state.online ? null : state.lastSeenAt,
+        },
+      };
+    }),
+
+    implement(contract.server.getSessions, async ({ params }, c) => {
+      const app = serverApp(services, c, params.appId);
+      await requireUser(app.appId, params.uid);
+      const state = await users.get(app.appId, params.uid);
+      return {
+        status: 200 as const,
+        body: {
+          uid: params.uid,
+          online: state.online,
+          sessions: [...state.sessions()].map((s) => state.view(s)),
+        },
+      };
+    }),
+  ];
+}
+
+function randomToken(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(24));
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_")
+    .replace(/=+$/, "");
+}

@@ -1,0 +1,40 @@
+/**
+ * The WebSocket endpoint. The only place that touches Deno's upgrade API (Deno Deploy has the
+ * same), so the rest of the gateway stays runtime-neutral.
+ */
+import type { Hono } from "hono";
+import { WEBSOCKET_PATH, WS_CREDENTIAL_PROTOCOL_PREFIX, WS_PROTOCOL } from "../../contract/mod.ts";
+import { Connection } from "../connection.ts";
+import { GatewayError } from "../errors.ts";
+import type { GatewayEnv, GatewayServices } from "../services.ts";
+import { resolveCredential } from "./auth.ts";
+
+export function mountWebSocket(app: Hono<GatewayEnv>, services: GatewayServices): void {
+  app.get(WEBSOCKET_PATH, async (c) => {
+    if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+      throw new GatewayError("ERR_BAD_REQUEST", "This endpoint expects a WebSocket upgrade.");
+    }
+    const offered = (c.req.header("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim())
+      .filter((p) => p !== "");
+    // Browsers cannot set headers on a WebSocket: they pass the credential as a sub-protocol.
+    const credential = c.req.query("credential") ??
+      offered.find((p) => p.startsWith(WS_CREDENTIAL_PROTOCOL_PREFIX))?.slice(
+        WS_CREDENTIAL_PROTOCOL_PREFIX.length,
+      );
+    const found = credential === undefined ? null : await resolveCredential(services, credential);
+
+    // A browser that offered sub-protocols refuses a reply that names none of them; echo ours
+    // (never the credential, which would then sit in more logs).
+    const protocol = offered.includes(WS_PROTOCOL) ? WS_PROTOCOL : offered[0];
+    const { socket, response } = Deno.upgradeWebSocket(c.req.raw, { protocol });
+    // A refused credential still gets a socket: it is closed at once with a typed reason,
+    // which a browser can read (it cannot read an HTTP error on an upgrade).
+    new Connection(
+      socket,
+      services.connections,
+      found?.user ?? null,
+      found?.session.sessionId ?? null,
+    );
+    return response;
+  });
+}

@@ -1,0 +1,67 @@
+/**
+ * The narrow storage interface of the gateway. One implementation per engine
+ * (`kv.ts` for Deno KV; Redis comes as a second one); a shared conformance suite in
+ * `tests/store_conformance.ts` runs against each.
+ */
+import type { Mode, User } from "../../contract/mod.ts";
+import type { SessionLiveness } from "../liveness.ts";
+
+export interface AuthTokenRecord {
+  appId: string;
+  uid: string;
+  authToken: string;
+  createdAt: number;
+  expiresAt: number | null;
+}
+
+/** One session, as persisted. */
+export interface SessionRecord {
+  sessionId: string;
+  mode: Mode;
+  createdAt: number;
+  liveness: SessionLiveness;
+}
+
+/** The per-user part of the durable state of one user's single-writer object. */
+export interface UserMetaRecord {
+  /** When the user last went offline. */
+  lastSeenAt: number | null;
+  /** Whether any session holds a connection: such users are revived after a restart. */
+  held: boolean;
+}
+
+/** The durable state of one user, as loaded. */
+export interface UserStateRecord {
+  appId: string;
+  uid: string;
+  meta: UserMetaRecord;
+  sessions: SessionRecord[];
+}
+
+/** What changed in one user's state since the last write (sessions are stored one per key). */
+export interface UserStateChange {
+  appId: string;
+  uid: string;
+  meta: UserMetaRecord;
+  putSessions: SessionRecord[];
+  deleteSessions: string[];
+}
+
+export interface GatewayStore {
+  /** Creates a user; false if the uid exists already. */
+  createUser(appId: string, user: User): Promise<boolean>;
+  getUser(appId: string, uid: string): Promise<User | null>;
+
+  putAuthToken(record: AuthTokenRecord): Promise<void>;
+  getAuthToken(authToken: string): Promise<AuthTokenRecord | null>;
+  /** Deletes a token of that user; false if there was none. */
+  deleteAuthToken(appId: string, uid: string, authToken: string): Promise<boolean>;
+
+  loadUserState(appId: string, uid: string): Promise<UserStateRecord | null>;
+  /** Writes several users' changes as one group commit. */
+  saveUserStates(changes: UserStateChange[]): Promise<void>;
+  /** Users that held a connection when last written: revived at start-up. */
+  listHeldUsers(): Promise<Array<{ appId: string; uid: string }>>;
+
+  close(): void;
+}

@@ -1,0 +1,481 @@
+/**
+ * One single-writer state object per (app, user), Durable-Object style.
+ *
+ * Serialization: every change to a user's state goes through a method of its `UserState`, and
+ * no such method awaits in the middle of a change, so the event loop runs them one at a time,
+ * in arrival order. Async work (reading the store, verifying a credential) happens before the
+ * call; waiting for durability happens after it (like a Durable Object's output gate: a reply
+ * that reports a new session is sent only once the session is on disk).
+ *
+ * Durability: changes are marked dirty and written by `StateWriter` as group commits, so no
+ * storage write sits on the per-frame path; the deadline itself lives in the in-memory wheel.
+ */
+import type {
+  AppState,
+  CloseReason,
+  ErrorCode,
+  Mode,
+  ServerFrame,
+  SessionView,
+} from "../contract/mod.ts";
+import type { Clock, TimerHandle } from "./clock.ts";
+import { DeadlineWheel } from "./deadline_wheel.ts";
+import {
+  initialLiveness,
+  type LivenessConfig,
+  type LivenessEvent,
+  restore,
+  type SessionLiveness,
+  step,
+} from "./liveness.ts";
+import type { GatewayStore, SessionRecord, UserStateChange } from "./store/types.ts";
+
+/** What the state object needs of a live socket. */
+export interface SocketPort {
+  send(frame: ServerFrame): void;
+  /** Sends the `closing` frame and closes with the reason's code; idempotent. */
+  close(reason: CloseReason): void;
+}
+
+/** A session held in memory. */
+export interface LiveSession {
+  readonly owner: UserState;
+  readonly sessionId: string;
+  readonly mode: Mode;
+  readonly createdAt: number;
+  liveness: SessionLiveness;
+  socket: SocketPort | null;
+}
+
+/** The outcome of a call on a session: the error to answer with, or the session after it. */
+export type CallResult =
+  | { ok: true; session: LiveSession }
+  | { ok: false; errorCode: ErrorCode };
+
+/** Shared machinery of all state objects of one gateway process. */
+export class UserStateRuntime {
+  readonly clock: Clock;
+  readonly config: LivenessConfig;
+  readonly store: GatewayStore;
+  readonly writer: StateWriter;
+  readonly alarms: DeadlineWheel<LiveSession>;
+
+  constructor(
+    clock: Clock,
+    config: LivenessConfig,
+    store: GatewayStore,
+    options: { tickMs: number; persistDelayMs: number },
+  ) {
+    this.clock = clock;
+    this.config = config;
+    this.store = store;
+    this.writer = new StateWriter(clock, store, options.persistDelayMs);
+    this.alarms = new DeadlineWheel<LiveSession>(
+      clock,
+      options.tickMs,
+      (session) => session.owner.alarm(session),
+    );
+  }
+}
+
+export class UserState {
+  readonly appId: string;
+  readonly uid: string;
+  readonly #runtime: UserStateRuntime;
+  readonly #sessions = new Map<string, LiveSession>();
+  #lastSeenAt: number | null;
+  #online = false;
+  /** Sessions written or deleted since the last flush. */
+  #dirtySessions = new Set<string>();
+  #deletedSessions = new Set<string>();
+
+  constructor(
+    runtime: UserStateRuntime,
+    appId: string,
+    uid: string,
+    loaded?: { lastSeenAt: number | null; sessions: SessionRecord[] },
+  ) {
+    this.#runtime = runtime;
+    this.appId = appId;
+    this.uid = uid;
+    this.#lastSeenAt = loaded?.lastSeenAt ?? null;
+    for (const record of loaded?.sessions ?? []) {
+      this.#sessions.set(record.sessionId, {
+        owner: this,
+        sessionId: record.sessionId,
+        mode: record.mode,
+        createdAt: record.createdAt,
+        liveness: record.liveness,
+        socket: null,
+      });
+    }
+    this.#online = this.#computeOnline();
+  }
+
+  get online(): boolean {
+    return this.#online;
+  }
+
+  get lastSeenAt(): number | null {
+    return this.#lastSeenAt;
+  }
+
+  session(sessionId: string): LiveSession | undefined {
+    return this.#sessions.get(sessionId);
+  }
+
+  sessions(): IterableIterator<LiveSession> {
+    return this.#sessions.values();
+  }
+
+  /** Creates a session (login). */
+  createSession(sessionId: string, mode: Mode): LiveSession {
+    const session: LiveSession = {
+      owner: this,
+      sessionId,
+      mode,
+      createdAt: this.#runtime.clock.now(),
+      liveness: initialLiveness(mode),
+      socket: null,
+    };
+    this.#sessions.set(sessionId, session);
+    this.#markDirty(sessionId);
+    return session;
+  }
+
+  /** Ends a session (logout): closes its socket and forgets it. */
+  endSession(sessionId: string): boolean {
+    const session = this.#sessions.get(sessionId);
+    if (session === undefined) return false;
+    this.#runtime.alarms.cancel(session);
+    const socket = session.socket;
+    session.socket = null;
+    session.liveness = { ...session.liveness, connected: false };
+    this.#sessions.delete(sessionId);
+    this.#dirtySessions.delete(sessionId);
+    this.#deletedSessions.add(sessionId);
+    this.#runtime.writer.markDirty(this);
+    socket?.close("logged_out");
+    this.#updatePresence();
+    return true;
+  }
+
+  /**
+   * A socket completed its handshake for `sessionId`. An older socket of the same session is
+   * closed as `replaced`; the new one then takes over the session's lifecycle.
+   */
+  attach(
+    sessionId: string,
+    socket: SocketPort,
+    appState: AppState,
+    backgroundService: boolean,
+  ): CallResult {
+    const session = this.#sessions.get(sessionId);
+    if (session === undefined) return { ok: false, errorCode: "AUTH_ERR_AUTH_TOKEN_NOT_FOUND" };
+    const previous = session.socket;
+    session.socket = socket;
+    if (previous !== null && previous !== socket) previous.close("replaced");
+    return this.#apply(session, { type: "connected", appState, backgroundService });
+  }
+
+  /** The socket went away without a rule closing it (network loss, client close). */
+  socketLost(sessionId: string, socket: SocketPort): void {
+    const session = this.#sessions.get(sessionId);
+    // A late close of a replaced socket must not touch the session its successor now holds.
+    if (session === undefined || session.socket !== socket) return;
+    session.socket = null;
+    this.#apply(session, { type: "closed", reason: "connection_lost" });
+  }
+
+  /** The server closed a session's socket for a connection-level reason (idle, rate limit…). */
+  socketClosedFor(sessionId: string, socket: SocketPort, reason: CloseReason): void {
+    const session = this.#sessions.get(sessionId);
+    if (session === undefined || session.socket !== socket) return;
+    session.socket = null;
+    this.#apply(session, { type: "closed", reason });
+  }
+
+  /** A lifecycle call on a session: ping, app state or disconnect, over the socket or HTTP. */
+  call(sessionId: string, event: LivenessEvent): CallResult {
+    const session = this.#sessions.get(sessionId);
+    if (session === undefined) return { ok: false, errorCode: "AUTH_ERR_AUTH_TOKEN_NOT_FOUND" };
+    return this.#apply(session, event);
+  }
+
+  /** The wheel says a session's deadline is due. */
+  alarm(session: LiveSession): void {
+    if (this.#sessions.get(session.sessionId) !== session) return;
+    this.#apply(session, { type: "deadline" });
+  }
+
+  /** After a restart: re-arm pending deadlines, record the ones that passed meanwhile. */
+  restoreAfterRestart(): void {
+    const now = this.#runtime.clock.now();
+    for (const session of this.#sessions.values()) {
+      const before = session.liveness;
+      const result = restore(before, now);
+      session.liveness = result.state;
+      for (const decision of result.decisions) {
+        if (decision.kind === "schedule") this.#runtime.alarms.schedule(session, decision.at);
+      }
+      if (result.state !== before) this.#markDirty(session.sessionId);
+    }
+    this.#updatePresence();
+  }
+
+  /** Shutdown: close sockets with 1012 and keep the state as it is, deadlines included. */
+  closeSocketsForShutdown(): void {
+    for (const session of this.#sessions.values()) {
+      const socket = session.socket;
+      session.socket = null;
+      socket?.close("server_shutdown");
+    }
+  }
+
+  view(session: LiveSession): SessionView {
+    const l = session.liveness;
+    return {
+      sessionId: session.sessionId,
+      uid: this.uid,
+      mode: session.mode,
+      status: l.connected ? "connected" : "disconnected",
+      appState: l.appState,
+      backgroundService: l.backgroundService,
+      backgroundDeadline: l.deadline,
+      lastPingAt: l.lastPingAt,
+      lastDisconnectReason: l.lastDisconnectReason,
+      lastDisconnectAt: l.lastDisconnectAt,
+      createdAt: session.createdAt,
+    };
+  }
+
+  /** Hands the writer what changed since the last call. */
+  takeChanges(): UserStateChange {
+    const putSessions: SessionRecord[] = [];
+    for (const sessionId of this.#dirtySessions) {
+      const session = this.#sessions.get(sessionId);
+      if (session === undefined) continue;
+      putSessions.push({
+        sessionId,
+        mode: session.mode,
+        createdAt: session.createdAt,
+        liveness: session.liveness,
+      });
+    }
+    const change: UserStateChange = {
+      appId: this.appId,
+      uid: this.uid,
+      meta: { lastSeenAt: this.#lastSeenAt, held: this.#held() },
+      putSessions,
+      deleteSessions: [...this.#deletedSessions],
+    };
+    this.#dirtySessions.clear();
+    this.#deletedSessions.clear();
+    return change;
+  }
+
+  /** Marks everything dirty again after a failed write. */
+  retryChanges(change: UserStateChange): void {
+    for (const s of change.putSessions) {
+      if (this.#sessions.has(s.sessionId)) this.#dirtySessions.add(s.sessionId);
+    }
+    for (const id of change.deleteSessions) {
+      if (!this.#sessions.has(id)) this.#deletedSessions.add(id);
+    }
+    this.#runtime.writer.markDirty(this);
+  }
+
+  #apply(session: LiveSession, event: LivenessEvent): CallResult {
+    const runtime = this.#runtime;
+    const before = session.liveness;
+    const { state, decisions } = step(before, event, runtime.clock.now(), runtime.config);
+    session.liveness = state;
+    let rejected: ErrorCode | null = null;
+    for (const decision of decisions) {
+      switch (decision.kind) {
+        case "close": {
+          const socket = session.socket;
+          session.socket = null;
+          socket?.close(decision.reason);
+          break;
+        }
+        case "reject":
+          rejected = decision.errorCode;
+          break;
+        case "schedule":
+          runtime.alarms.schedule(session, decision.at);
+          break;
+        case "cancel":
+          runtime.alarms.cancel(session);
+          break;
+      }
+    }
+    // A heartbeat only moves lastPingAt, which is not worth a write.
+    if (state !== before && !onlyPingTimeChanged(before, state)) this.#markDirty(session.sessionId);
+    this.#updatePresence();
+    return rejected === null ? { ok: true, session } : { ok: false, errorCode: rejected };
+  }
+
+  #markDirty(sessionId: string): void {
+    this.#dirtySessions.add(sessionId);
+    this.#runtime.writer.markDirty(this);
+  }
+
+  #held(): boolean {
+    for (const s of this.#sessions.values()) if (s.liveness.connected) return true;
+    return false;
+  }
+
+  #computeOnline(): boolean {
+    return this.#held();
+  }
+
+  #updatePresence(): void {
+    const online = this.#computeOnline();
+    if (online === this.#online) return;
+    this.#online = online;
+    if (!online) this.#lastSeenAt = this.#runtime.clock.now();
+    this.#runtime.writer.markDirty(this);
+  }
+}
+
+function onlyPingTimeChanged(a: SessionLiveness, b: SessionLiveness): boolean {
+  return a.connected === b.connected && a.appState === b.appState &&
+    a.backgroundService === b.backgroundService && a.deadline === b.deadline &&
+    a.deadlineReason === b.deadlineReason && a.lastDisconnectReason === b.lastDisconnectReason &&
+    a.lastDisconnectAt === b.lastDisconnectAt;
+}
+
+/**
+ * Group commit of dirty user states: changes marked within `delayMs` of each other go to the
+ * store in one write. `durable()` resolves once everything marked before it is on disk.
+ */
+export class StateWriter {
+  readonly #clock: Clock;
+  readonly #store: GatewayStore;
+  readonly #delayMs: number;
+  #dirty = new Set<UserState>();
+  #waiters: Array<{ resolve: () => void; reject: (error: unknown) => void }> = [];
+  #timer: TimerHandle | null = null;
+  #flushing: Promise<void> | null = null;
+  #closed = false;
+
+  constructor(clock: Clock, store: GatewayStore, delayMs: number) {
+    this.#clock = clock;
+    this.#store = store;
+    this.#delayMs = delayMs;
+  }
+
+  markDirty(user: UserState): void {
+    this.#dirty.add(user);
+    this.#schedule();
+  }
+
+  /** Resolves when every change marked so far has been written. */
+  durable(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ resolve, reject });
+      this.#schedule();
+    });
+  }
+
+  /** Writes everything now (shutdown). */
+  async flushAll(): Promise<void> {
+    while (this.#flushing !== null || this.#dirty.size > 0 || this.#waiters.length > 0) {
+      if (this.#flushing !== null) await this.#flushing;
+      else await this.#flush();
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+    if (this.#timer !== null) this.#clock.clearTimer(this.#timer);
+    this.#timer = null;
+  }
+
+  #schedule(): void {
+    if (this.#timer !== null || this.#flushing !== null || this.#closed) return;
+    this.#timer = this.#clock.setTimer(() => {
+      this.#timer = null;
+      void this.#flush();
+    }, this.#delayMs);
+  }
+
+  async #flush(): Promise<void> {
+    const users = [...this.#dirty];
+    this.#dirty.clear();
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    const changes = users.map((user) => user.takeChanges());
+    const write = changes.length === 0 ? Promise.resolve() : this.#store.saveUserStates(changes);
+    this.#flushing = write.then(
+      () => {
+        for (const w of waiters) w.resolve();
+      },
+      (error) => {
+        console.error("state write failed; will retry", error);
+        users.forEach((user, i) => user.retryChanges(changes[i]));
+        for (const w of waiters) w.reject(error);
+      },
+    ).finally(() => {
+      this.#flushing = null;
+      if (this.#dirty.size > 0 || this.#waiters.length > 0) this.#schedule();
+    });
+    await this.#flushing;
+  }
+}
+
+/** The state objects of this process, created on first use and loaded from the store. */
+export class UserStates {
+  readonly runtime: UserStateRuntime;
+  readonly #users = new Map<string, UserState>();
+  readonly #loading = new Map<string, Promise<UserState>>();
+
+  constructor(runtime: UserStateRuntime) {
+    this.runtime = runtime;
+  }
+
+  /** The state object of a user, loading it once if needed. */
+  get(appId: string, uid: string): Promise<UserState> {
+    const key = userKey(appId, uid);
+    const user = this.#users.get(key);
+    if (user !== undefined) return Promise.resolve(user);
+    let loading = this.#loading.get(key);
+    if (loading === undefined) {
+      loading = this.runtime.store.loadUserState(appId, uid).then((record) => {
+        const created = new UserState(this.runtime, appId, uid, {
+          lastSeenAt: record?.meta.lastSeenAt ?? null,
+          sessions: record?.sessions ?? [],
+        });
+        this.#users.set(key, created);
+        return created;
+      }).finally(() => this.#loading.delete(key));
+      this.#loading.set(key, loading);
+    }
+    return loading;
+  }
+
+  /** The state object if it is in memory. */
+  peek(appId: string, uid: string): UserState | undefined {
+    return this.#users.get(userKey(appId, uid));
+  }
+
+  /** Start-up: load the users that held a connection and restore their deadlines. */
+  async revive(): Promise<number> {
+    const held = await this.runtime.store.listHeldUsers();
+    for (const { appId, uid } of held) (await this.get(appId, uid)).restoreAfterRestart();
+    return held.length;
+  }
+
+  /** Shutdown: 1012 to every socket, then write everything. */
+  async shutdown(): Promise<void> {
+    for (const user of this.#users.values()) user.closeSocketsForShutdown();
+    this.runtime.alarms.close();
+    await this.runtime.writer.flushAll();
+    this.runtime.writer.close();
+  }
+}
+
+function userKey(appId: string, uid: string): string {
+  return `${appId}\u0000${uid}`;
+}
