@@ -442,6 +442,7 @@ export class GatewayClient {
       const done = new Promise<void>((resolve, reject) => {
         this.#disconnectWaiters.push({ resolve, reject });
       });
+      this.#stopHeartbeat(); // A pong timeout now would only blur the reason.
       this.#send(transport, { type: "disconnect", id: this.#nextFrameId() });
       // If the gateway does not close within the timeout, close from this side.
       this.#disconnectTimer ??= this.#clock.setTimeout(() => {

@@ -239,7 +239,7 @@ export class Connection implements SocketPort {
         this.send({
           type: "pong",
           id: frame.id,
-          serverTime: this.#ctx.clock.now(),
+          serverTime: result.session.liveness.lastPingAt ?? this.#ctx.clock.now(),
           backgroundDeadline: result.session.liveness.deadline,
         });
         return;

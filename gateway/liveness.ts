@@ -105,6 +105,18 @@ export function step(
   now: number,
   config: LivenessConfig,
 ): StepResult {
+  // A deadline is exact: whatever arrives at or after it finds the connection already over,
+  // even when the alarm itself has not run yet (event-loop lag, the wheel's tick).
+  if (
+    event.type !== "closed" && state.connected && state.deadline !== null &&
+    state.deadlineReason !== null && now >= state.deadline
+  ) {
+    const closed = close(state, state.deadlineReason, now);
+    if (event.type === "ping" || event.type === "app_state" || event.type === "disconnect") {
+      closed.decisions.push({ kind: "reject", errorCode: "NO_WEBSOCKET_CONNECTION" });
+    }
+    return closed;
+  }
   switch (event.type) {
     case "connected":
       return enterAppState(

@@ -97,7 +97,7 @@ export function clientRoutes(services: GatewayServices): ImplementedRoute[] {
       return {
         status: 200 as const,
         body: {
-          serverTime: clock.now(),
+          serverTime: after.liveness.lastPingAt ?? clock.now(),
           appState: after.liveness.appState,
           connected: after.liveness.connected,
           backgroundDeadline: after.liveness.deadline,
