@@ -180,6 +180,7 @@ export class TcpProxy {
   readonly #listener: Deno.Listener;
   readonly #targetPort: number;
   readonly #conns = new Set<Deno.Conn>();
+  readonly #frozen = new WeakSet<Deno.Conn>();
   readonly #pipes = new Set<Promise<void>>();
   readonly #accepting: Promise<void>;
   #blocked = false;
@@ -201,6 +202,11 @@ export class TcpProxy {
   cut(): void {
     for (const conn of this.#conns) safeClose(conn);
     this.#conns.clear();
+  }
+
+  /** The open connections stop carrying data, without closing. */
+  freeze(): void {
+    for (const conn of this.#conns) this.#frozen.add(conn);
   }
 
   block(): void {
@@ -246,19 +252,25 @@ export class TcpProxy {
       return;
     }
     this.#conns.add(upstream);
-    await Promise.race([pump(client, upstream), pump(upstream, client)]);
+    const frozen = (conn: Deno.Conn) => this.#frozen.has(conn);
+    await Promise.race([pump(client, upstream, frozen), pump(upstream, client, frozen)]);
     for (const conn of [client, upstream]) {
       if (this.#conns.delete(conn)) safeClose(conn);
     }
   }
 }
 
-async function pump(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+async function pump(
+  from: Deno.Conn,
+  to: Deno.Conn,
+  frozen: (conn: Deno.Conn) => boolean,
+): Promise<void> {
   const buffer = new Uint8Array(16 * 1024);
   try {
     while (true) {
       const n = await from.read(buffer);
       if (n === null) return;
+      if (frozen(from)) continue;
       let offset = 0;
       while (offset < n) offset += await to.write(buffer.subarray(offset, n));
     }
