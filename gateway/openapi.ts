@@ -96,7 +96,8 @@ export function buildOpenApiDocument(): Record<string, unknown> {
     docs.openAPIRegistry.registerComponent(
       "schemas",
       `WebSocket${name}`,
-      z.toJSONSchema(schema, { target: "openapi-3.0", unrepresentable: "any" }) as Record<
+      // An empty metadata registry inlines the shared parts (ids would make dangling `$ref`s).
+      z.toJSONSchema(schema, { metadata: z.registry(), unrepresentable: "any" }) as Record<
         string,
         unknown
       >,

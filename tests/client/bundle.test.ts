@@ -1,0 +1,260 @@
+/**
+ * The built bundle (`deno task build:client` → dist/client.js) in the two other runtimes:
+ * a Node program, and a page in headless Chromium that logs in to the dev app, connects in
+ * manual mode, goes to background (page visibility, the client's default app-state source)
+ * and sees the gateway close the connection after the window.
+ */
+import assert from "node:assert/strict";
+import { DEV, TEST_TIMING, withGateway } from "./helpers.ts";
+
+const root = new URL("../../", import.meta.url);
+const bundle = new URL("dist/client.js", root);
+const CHROMIUM = "/usr/bin/chromium";
+const WINDOW = TEST_TIMING.livenessWindowMs;
+
+function exists(path: string | URL): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function which(command: string): string | null {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    if (dir !== "" && exists(`${dir}/${command}`)) return `${dir}/${command}`;
+  }
+  return null;
+}
+
+let built: Promise<void> | null = null;
+/** Builds the bundle once per test run. */
+function build(): Promise<void> {
+  return built ??= (async () => {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["task", "build:client"],
+      cwd: root,
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (code !== 0) throw new Error(`build:client failed: ${new TextDecoder().decode(stderr)}`);
+  })();
+}
+
+const node = which("node");
+
+Deno.test({
+  name: "bundle: a Node program imports dist/client.js and runs the auto-mode lifecycle",
+  ignore: node === null && !Deno.env.get("CI"),
+  async fn() {
+    await build();
+    await withGateway(async (gw) => {
+      const script = `
+        import { AppSettingsBuilder, GatewayClient } from ${JSON.stringify(bundle.href)};
+        const log = [];
+        const client = new GatewayClient({ baseUrl: ${JSON.stringify(gw.url)} });
+        client.addConnectionListener("n", {
+          inConnecting: () => log.push("connecting"),
+          onConnected: () => log.push("connected"),
+          onDisconnected: (i) => log.push("disconnected:" + i.reason + ":" + i.code),
+        });
+        const until = (entry) => new Promise((resolve) => {
+          const t = setInterval(() => log.includes(entry) && (clearInterval(t), resolve()), 10);
+        });
+        await client.init("demo", new AppSettingsBuilder().setRegion("us").build());
+        await client.login("superhero1", ${JSON.stringify(DEV.authKey)});
+        await until("connected");
+        await client.setAppState("background");
+        await until("disconnected:background:4001");
+        await client.logout();
+        await client.destroy();
+        console.log(JSON.stringify(log));
+      `;
+      // Node 22+ has a global WebSocket; Node 20/21 need the flag.
+      const major = Number(
+        new TextDecoder().decode(
+          (await new Deno.Command(node!, { args: ["-p", "process.versions.node"] }).output())
+            .stdout,
+        ).split(".")[0],
+      );
+      const args = major < 22 ? ["--experimental-websocket"] : [];
+      const result = await new Deno.Command(node!, {
+        args: [...args, "--input-type=module", "-e", script],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const out = new TextDecoder().decode(result.stdout).trim();
+      assert.equal(result.code, 0, new TextDecoder().decode(result.stderr));
+      assert.deepEqual(JSON.parse(out.split("\n").at(-1)!), [
+        "connecting",
+        "connected",
+        "disconnected:background:4001",
+      ]);
+    });
+  },
+});
+
+/** The test page: loads the bundle with a plain module script; everything else is driven. */
+const PAGE = `<!doctype html>
+<meta charset="utf-8">
+<title>liveness client</title>
+<script type="module">
+  import { AppSettingsBuilder, GatewayClient } from "/client.js";
+  const log = (window.log = []);
+  const client = (window.client = new GatewayClient({ baseUrl: location.origin }));
+  client.addConnectionListener("page", {
+    inConnecting: () => log.push("connecting"),
+    onConnected: () => log.push("connected"),
+    onDisconnected: (i) => log.push("disconnected:" + i.reason + ":" + i.code),
+    onConnectionError: (e) => log.push("error:" + e.errorCode),
+  });
+  // Headless pages stay visible; fake a tab switch the way the browser reports one.
+  window.hide = () => {
+    Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+    document.dispatchEvent(new Event("visibilitychange"));
+  };
+  const settings = new AppSettingsBuilder().setRegion("us").autoEstablishSocketConnection(false);
+  await client.init("demo", settings.build());
+  await client.login("superhero1", "${DEV.authKey}");
+  await client.connect();
+  window.ready = true;
+</script>`;
+
+/**
+ * Serves the page and the bundle, and forwards everything else (HTTP and WebSocket) to the
+ * gateway, so the page and the gateway share one origin (the gateway sends no CORS headers).
+ */
+function servePage(gatewayUrl: string) {
+  const abort = new AbortController();
+  const sockets = new Set<WebSocket>();
+  let resolveListen: (port: number) => void;
+  const listening = new Promise<number>((r) => (resolveListen = r));
+  const server = Deno.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    signal: abort.signal,
+    onListen: ({ port }) => resolveListen(port),
+  }, async (request) => {
+    const url = new URL(request.url);
+    if (url.pathname === "/") {
+      return new Response(PAGE, { headers: { "content-type": "text/html; charset=utf-8" } });
+    }
+    if (url.pathname === "/client.js") {
+      return new Response(await Deno.readFile(bundle), {
+        headers: { "content-type": "text/javascript" },
+      });
+    }
+    if (url.pathname === "/favicon.ico") return new Response(null, { status: 404 });
+    const target = `${gatewayUrl}${url.pathname}${url.search}`;
+    if (request.headers.get("upgrade")?.toLowerCase() === "websocket") {
+      const offered = (request.headers.get("sec-websocket-protocol") ?? "").split(",")
+        .map((p) => p.trim()).filter((p) => p !== "");
+      const { socket, response } = Deno.upgradeWebSocket(request, { protocol: "liveness.v1" });
+      const upstream = new WebSocket(target.replace(/^http/, "ws"), offered);
+      sockets.add(socket).add(upstream);
+      const pending: string[] = [];
+      upstream.onopen = () => pending.splice(0).forEach((m) => upstream.send(m));
+      socket.onmessage = (e) =>
+        upstream.readyState === WebSocket.OPEN ? upstream.send(e.data) : pending.push(e.data);
+      upstream.onmessage = (e) => socket.readyState === WebSocket.OPEN && socket.send(e.data);
+      upstream.onclose = (e) => {
+        sockets.delete(upstream);
+        // Pass the gateway's close code on; 1005/1006 can't be sent, so close plainly.
+        if (socket.readyState <= WebSocket.OPEN) {
+          if (e.code === 1000 || (e.code >= 3000 && e.code < 5000) || e.code === 1012) {
+            socket.close(e.code, e.reason);
+          } else socket.close();
+        }
+      };
+      socket.onclose = () => {
+        sockets.delete(socket);
+        if (upstream.readyState <= WebSocket.OPEN) upstream.close(1000);
+      };
+      return response;
+    }
+    const reply = await fetch(target, {
+      method: request.method,
+      headers: request.headers,
+      body: request.body,
+    });
+    return new Response(reply.body, { status: reply.status, headers: reply.headers });
+  });
+  return {
+    url: listening.then((port) => `http://127.0.0.1:${port}`),
+    async stop() {
+      for (const s of sockets) s.close(1000);
+      abort.abort();
+      await server.finished;
+    },
+  };
+}
+
+Deno.test({
+  name: "bundle: a page in headless Chromium goes to background and is closed after the window",
+  ignore: !exists(CHROMIUM) && !Deno.env.get("CI"),
+  async fn() {
+    await build();
+    const { chromium } = await import("npm:playwright-core@1.65.1");
+    await withGateway(async (gw) => {
+      const site = servePage(gw.url);
+      const browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        args: [
+          "--headless",
+          "--no-sandbox",
+          "--disable-gpu",
+          "--disable-quic",
+          "--no-first-run",
+          "--disable-background-networking",
+          "--disable-component-update",
+          "--disable-sync",
+        ],
+      });
+      try {
+        const page = await browser.newPage();
+        const errors: string[] = [];
+        page.on("pageerror", (e) => errors.push(String(e)));
+        await page.goto(await site.url);
+        await page.waitForFunction(() => (globalThis as { ready?: boolean }).ready === true, null, {
+          timeout: 10_000,
+        });
+        assert.deepEqual(errors, []);
+        const state = await page.evaluate(() => {
+          const w = globalThis as unknown as {
+            client: { getConnectionStatus(): string };
+            localStorage: { length: number; key(i: number): string | null };
+          };
+          return { status: w.client.getConnectionStatus(), stored: w.localStorage.key(0) };
+        });
+        assert.equal(state.status, "connected");
+        assert.match(state.stored ?? "", /^liveness\.v1:/, "the session is kept in localStorage");
+
+        const start = Date.now();
+        await page.evaluate(() => (globalThis as unknown as { hide(): void }).hide());
+        await page.waitForFunction(
+          () =>
+            (globalThis as unknown as { log: string[] }).log.includes(
+              "disconnected:liveness_timeout:4003",
+            ),
+          null,
+          { timeout: WINDOW + 5_000 },
+        );
+        const elapsed = Date.now() - start;
+        assert.ok(elapsed >= WINDOW - 50, `closed after ${elapsed} ms`);
+        const log = await page.evaluate(() => (globalThis as unknown as { log: string[] }).log);
+        assert.deepEqual(log, ["connecting", "connected", "disconnected:liveness_timeout:4003"]);
+        const info = await page.evaluate(() =>
+          (globalThis as unknown as {
+            client: { getConnectionInfo(): { appState: string; status: string } };
+          }).client.getConnectionInfo()
+        );
+        assert.equal(info.appState, "background");
+        assert.equal(info.status, "disconnected");
+      } finally {
+        await browser.close();
+        await site.stop();
+      }
+    });
+  },
+});
