@@ -84,7 +84,8 @@ export class UserState {
   readonly #runtime: UserStateRuntime;
   readonly #sessions = new Map<string, LiveSession>();
   #lastSeenAt: number | null;
-  #online = false;
+  /** Sessions holding a connection; kept by `#setLiveness`, so presence is O(1) per event. */
+  #connectedCount = 0;
   /** Sessions written or deleted since the last flush. */
   #dirtySessions = new Set<string>();
   #deletedSessions = new Set<string>();
@@ -108,12 +109,13 @@ export class UserState {
         liveness: record.liveness,
         socket: null,
       });
+      if (record.liveness.connected) this.#connectedCount++;
     }
-    this.#online = this.#computeOnline();
   }
 
+  /** Online while at least one session holds a connection. */
   get online(): boolean {
-    return this.#online;
+    return this.#connectedCount > 0;
   }
 
   get lastSeenAt(): number | null {
@@ -150,13 +152,12 @@ export class UserState {
     this.#runtime.alarms.cancel(session);
     const socket = session.socket;
     session.socket = null;
-    session.liveness = { ...session.liveness, connected: false };
+    this.#setLiveness(session, { ...session.liveness, connected: false });
     this.#sessions.delete(sessionId);
     this.#dirtySessions.delete(sessionId);
     this.#deletedSessions.add(sessionId);
     this.#runtime.writer.markDirty(this);
     socket?.close("logged_out");
-    this.#updatePresence();
     return true;
   }
 
@@ -214,13 +215,12 @@ export class UserState {
     for (const session of this.#sessions.values()) {
       const before = session.liveness;
       const result = restore(before, now);
-      session.liveness = result.state;
+      this.#setLiveness(session, result.state);
       for (const decision of result.decisions) {
         if (decision.kind === "schedule") this.#runtime.alarms.schedule(session, decision.at);
       }
       if (result.state !== before) this.#markDirty(session.sessionId);
     }
-    this.#updatePresence();
   }
 
   /** Shutdown: close sockets with 1012 and keep the state as it is, deadlines included. */
@@ -265,7 +265,7 @@ export class UserState {
     const change: UserStateChange = {
       appId: this.appId,
       uid: this.uid,
-      meta: { lastSeenAt: this.#lastSeenAt, held: this.#held() },
+      meta: { lastSeenAt: this.#lastSeenAt, held: this.#connectedCount > 0 },
       putSessions,
       deleteSessions: [...this.#deletedSessions],
     };
@@ -289,7 +289,7 @@ export class UserState {
     const runtime = this.#runtime;
     const before = session.liveness;
     const { state, decisions } = step(before, event, runtime.clock.now(), runtime.config);
-    session.liveness = state;
+    this.#setLiveness(session, state);
     let rejected: ErrorCode | null = null;
     for (const decision of decisions) {
       switch (decision.kind) {
@@ -312,7 +312,6 @@ export class UserState {
     }
     // A heartbeat only moves lastPingAt, which is not worth a write.
     if (state !== before && !onlyPingTimeChanged(before, state)) this.#markDirty(session.sessionId);
-    this.#updatePresence();
     return rejected === null ? { ok: true, session } : { ok: false, errorCode: rejected };
   }
 
@@ -321,21 +320,19 @@ export class UserState {
     this.#runtime.writer.markDirty(this);
   }
 
-  #held(): boolean {
-    for (const s of this.#sessions.values()) if (s.liveness.connected) return true;
-    return false;
-  }
-
-  #computeOnline(): boolean {
-    return this.#held();
-  }
-
-  #updatePresence(): void {
-    const online = this.#computeOnline();
-    if (online === this.#online) return;
-    this.#online = online;
-    if (!online) this.#lastSeenAt = this.#runtime.clock.now();
-    this.#runtime.writer.markDirty(this);
+  /** The one place a session's lifecycle state changes: keeps presence in step with it. */
+  #setLiveness(session: LiveSession, next: SessionLiveness): void {
+    const was = session.liveness.connected;
+    session.liveness = next;
+    if (was === next.connected) return;
+    this.#connectedCount += next.connected ? 1 : -1;
+    if (this.#connectedCount === 0) {
+      // The user went offline: remember when (presence `lastSeenAt`).
+      this.#lastSeenAt = this.#runtime.clock.now();
+      this.#runtime.writer.markDirty(this);
+    } else if (next.connected && this.#connectedCount === 1) {
+      this.#runtime.writer.markDirty(this);
+    }
   }
 }
 

@@ -1,0 +1,109 @@
+/**
+ * The single-writer user state with the real 30 000 ms window on fake time: the deadline
+ * wheel, the lifecycle engine and the group-committed store, without sockets.
+ */
+import assert from "node:assert/strict";
+import type { CloseReason } from "../contract/mod.ts";
+import { ManualClock } from "../gateway/clock.ts";
+import { DEFAULTS } from "../gateway/config.ts";
+import { KvStore } from "../gateway/store/kv.ts";
+import { type SocketPort, UserStateRuntime, UserStates } from "../gateway/user_state.ts";
+
+class FakeSocket implements SocketPort {
+  closes: Array<{ reason: CloseReason; at: number }> = [];
+  constructor(private clock: ManualClock) {}
+  send(): void {}
+  close(reason: CloseReason): void {
+    this.closes.push({ reason, at: this.clock.now() });
+  }
+}
+
+async function setup() {
+  const clock = new ManualClock();
+  const store = await KvStore.open(":memory:");
+  const runtime = new UserStateRuntime(
+    clock,
+    {
+      livenessWindowMs: DEFAULTS.livenessWindowMs,
+      idleTimeoutMs: DEFAULTS.idleTimeoutMs,
+    },
+    store,
+    { tickMs: DEFAULTS.deadlineTickMs, persistDelayMs: 0 },
+  );
+  const users = new UserStates(runtime);
+  return {
+    clock,
+    store,
+    users,
+    [Symbol.asyncDispose]: async () => {
+      await users.shutdown();
+      store.close();
+    },
+  };
+}
+
+Deno.test("user state: manual background with pings on fake time, real 30 s window", async () => {
+  await using env = await setup();
+  const { clock, users } = env;
+  const user = await users.get("demo", "u1");
+  user.createSession("s1", "manual");
+  const socket = new FakeSocket(clock);
+  assert.equal(user.attach("s1", socket, "foreground", false).ok, true);
+  assert.equal(user.online, true);
+
+  const entered = clock.now();
+  user.call("s1", { type: "app_state", appState: "background", backgroundService: false });
+  clock.advance(29_999);
+  user.call("s1", { type: "ping", source: "app" }); // 1 ms inside the window
+  const pingAt = clock.now();
+  clock.advance(29_999);
+  assert.equal(socket.closes.length, 0, "still open 1 ms before ping + window");
+  clock.advance(1 + DEFAULTS.deadlineTickMs);
+  assert.equal(socket.closes.length, 1);
+  assert.equal(socket.closes[0].reason, "liveness_timeout");
+  assert.ok(socket.closes[0].at >= pingAt + 30_000, "never early");
+  assert.ok(socket.closes[0].at <= pingAt + 30_000 + DEFAULTS.deadlineTickMs);
+  assert.ok(entered + 30_000 < socket.closes[0].at, "the ping moved the deadline");
+  assert.equal(user.online, false);
+  assert.equal(user.lastSeenAt, socket.closes[0].at);
+});
+
+Deno.test("user state: a late close of a replaced socket does not touch its successor", async () => {
+  await using env = await setup();
+  const { clock, users } = env;
+  const user = await users.get("demo", "u1");
+  user.createSession("s1", "auto");
+  const first = new FakeSocket(clock);
+  const second = new FakeSocket(clock);
+  user.attach("s1", first, "foreground", false);
+  user.attach("s1", second, "foreground", false);
+  assert.deepEqual(first.closes.map((c) => c.reason), ["replaced"]);
+  user.socketLost("s1", first); // the old socket's close event arrives late
+  assert.equal(user.session("s1")!.liveness.connected, true);
+  assert.equal(user.online, true);
+});
+
+Deno.test("user state: changes are group-committed; heartbeats write nothing", async () => {
+  await using env = await setup();
+  const { clock, users, store } = env;
+  const user = await users.get("demo", "u1");
+  user.createSession("s1", "auto");
+  user.attach("s1", new FakeSocket(clock), "foreground", false);
+  const durable = users.runtime.writer.durable();
+  clock.advance(1); // the writer's coalescing timer runs on the injected clock too
+  await durable;
+  const before = await store.loadUserState("demo", "u1");
+  assert.equal(before?.sessions[0].liveness.connected, true);
+  assert.equal(before?.meta.held, true);
+
+  const saved: number[] = [];
+  const original = store.saveUserStates.bind(store);
+  store.saveUserStates = (changes) => {
+    saved.push(changes.length);
+    return original(changes);
+  };
+  for (let i = 0; i < 100; i++) user.call("s1", { type: "ping", source: "heartbeat" });
+  clock.advance(10);
+  await users.runtime.writer.flushAll();
+  assert.deepEqual(saved, [], "heartbeats only move lastPingAt: no write");
+});
