@@ -14,6 +14,16 @@ export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
     return user;
   };
 
+  /** The state object of an existing user, for the read routes. */
+  const stateOfUser = async (
+    c: Parameters<typeof serverApp>[1],
+    params: { appId: string; uid: string },
+  ) => {
+    const app = serverApp(services, c, params.appId);
+    await requireUser(app.appId, params.uid);
+    return await users.get(app.appId, params.uid);
+  };
+
   return [
     implement(contract.server.createUser, async ({ params, body }, c) => {
       const app = serverApp(services, c, params.appId);
@@ -49,9 +59,7 @@ export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
     }),
 
     implement(contract.server.getPresence, async ({ params }, c) => {
-      const app = serverApp(services, c, params.appId);
-      await requireUser(app.appId, params.uid);
-      const state = await users.get(app.appId, params.uid);
+      const state = await stateOfUser(c, params);
       return {
         status: 200 as const,
         body: {
@@ -63,9 +71,7 @@ export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
     }),
 
     implement(contract.server.getSessions, async ({ params }, c) => {
-      const app = serverApp(services, c, params.appId);
-      await requireUser(app.appId, params.uid);
-      const state = await users.get(app.appId, params.uid);
+      const state = await stateOfUser(c, params);
       return {
         status: 200 as const,
         body: {
