@@ -485,7 +485,7 @@ export class GatewayClient {
           if (this.#transport === transport) {
             this.#endTransport({ reason: "pong_timeout", source: "client", code: ABNORMAL_CLOSE });
           }
-        }, this.#timingOrDefault().pongTimeoutMs);
+        }, this.#requireTiming().pongTimeoutMs);
         this.#pings.set(id, { resolve, reject, timer });
       });
       this.#send(transport, { type: "ping", id, source: "app" });
@@ -504,7 +504,7 @@ export class GatewayClient {
       this.#requireUser();
       this.#requireManual();
       const intervalMs = options.intervalMs ??
-        Math.max(1, Math.floor(this.#timingOrDefault().livenessWindowMs / 2));
+        Math.max(1, Math.floor(this.#requireTiming().livenessWindowMs / 2));
       let timer: unknown = null;
       const tick = () => {
         if (this.#appState === "background" && this.#status === "connected") {
@@ -938,7 +938,7 @@ export class GatewayClient {
 
   #startHeartbeat(): void {
     this.#stopHeartbeat();
-    const timing = this.#timingOrDefault();
+    const timing = this.#requireTiming();
     this.#heartbeatTimer = this.#clock.setTimeout(() => {
       this.#heartbeatTimer = null;
       const transport = this.#transport;
@@ -1059,15 +1059,11 @@ export class GatewayClient {
     return this.#initReply?.mode ?? "auto";
   }
 
-  #timingOrDefault(): Timing {
-    // Before init there is no timing; the contract's defaults live on the gateway, so these
-    // only guard against use before init (every public path calls #requireInit first).
-    return this.#timing ?? {
-      livenessWindowMs: 30_000,
-      heartbeatIntervalMs: 15_000,
-      pongTimeoutMs: 3_000,
-      idleTimeoutMs: 45_000,
-    };
+  /** The gateway's timing (from init, then each `connected` frame); only used after init. */
+  #requireTiming(): Timing {
+    // No client-side defaults: the values live on the gateway, in one place (SPEC §2).
+    if (this.#timing === null) throw new GatewayError("NOT_INITIALIZED");
+    return this.#timing;
   }
 
   #bearer(session: Session): { authorization: string } {

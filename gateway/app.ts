@@ -4,6 +4,7 @@
  */
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
 import { errorPayload, statusOf } from "../contract/mod.ts";
 import { GatewayError } from "./errors.ts";
 import { contractRoutes } from "./openapi.ts";
@@ -16,6 +17,17 @@ import type { GatewayEnv, GatewayServices } from "./services.ts";
 export function createApp(services: GatewayServices): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
 
+  // Browsers on other origins: credentials travel in headers (never cookies), so any origin
+  // may be allowed; operators narrow it with CORS_ORIGINS.
+  app.use(
+    "*",
+    cors({
+      origin: services.config.corsOrigins.includes("*") ? "*" : services.config.corsOrigins,
+      allowHeaders: ["authorization", "apikey", "content-type"],
+      allowMethods: ["GET", "POST", "DELETE", "OPTIONS"],
+      maxAge: 600,
+    }),
+  );
   app.use("*", async (c, next) => {
     const key = c.env?.remoteAddr ?? "unknown";
     if (!services.httpLimiter.take(key, services.clock.now())) {

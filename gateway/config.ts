@@ -43,6 +43,8 @@ export interface GatewayConfig {
   httpRatePerSec: number;
   /** Lifetime of a session credential. */
   sessionTtlMs: number;
+  /** Origins allowed by CORS (`*` for any). */
+  corsOrigins: string[];
   /** Secret that signs session credentials. */
   sessionSecret: string;
   apps: AppConfig[];
@@ -92,6 +94,7 @@ export const ENV_VARS = {
   RATE_LIMIT_FRAMES_PER_SEC: "frames per connection per second",
   RATE_LIMIT_HTTP_PER_SEC: "HTTP requests per client address per second",
   SESSION_TTL_MS: "session credential lifetime",
+  CORS_ORIGINS: "comma-separated origins allowed to call the HTTP API from a browser; * for any",
   SESSION_SECRET: "secret signing session credentials (required unless --dev)",
   APPS_FILE: "JSON file with an array of apps",
   APPS_JSON: "the same array, inline",
@@ -160,6 +163,7 @@ export function loadConfig(
     httpRatePerSec: int("RATE_LIMIT_HTTP_PER_SEC", DEFAULTS.httpRatePerSec, 1),
     sessionTtlMs: int("SESSION_TTL_MS", DEFAULTS.sessionTtlMs, 1000),
     sessionSecret: env.SESSION_SECRET || (dev ? DEV_SESSION_SECRET : ""),
+    corsOrigins: (env.CORS_ORIGINS || "*").split(",").map((o) => o.trim()).filter((o) => o !== ""),
     apps,
     dev,
     ...overrides,

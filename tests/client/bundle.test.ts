@@ -195,64 +195,30 @@ Deno.test({
   ignore: !exists(CHROMIUM) && !Deno.env.get("CI"),
   async fn() {
     await build();
-    const { chromium } = await import("npm:playwright-core@1.65.1");
     await withGateway(async (gw) => {
       const site = servePage(gw.url);
-      const browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        args: [
-          "--headless",
-          "--no-sandbox",
-          "--disable-gpu",
-          "--disable-quic",
-          "--no-first-run",
-          "--disable-background-networking",
-          "--disable-component-update",
-          "--disable-sync",
-        ],
-      });
       try {
-        const page = await browser.newPage();
-        const errors: string[] = [];
-        page.on("pageerror", (e) => errors.push(String(e)));
-        await page.goto(await site.url);
-        await page.waitForFunction(() => (globalThis as { ready?: boolean }).ready === true, null, {
-          timeout: 10_000,
-        });
-        assert.deepEqual(errors, []);
-        const state = await page.evaluate(() => {
-          const w = globalThis as unknown as {
-            client: { getConnectionStatus(): string };
-            localStorage: { length: number; key(i: number): string | null };
-          };
-          return { status: w.client.getConnectionStatus(), stored: w.localStorage.key(0) };
-        });
-        assert.equal(state.status, "connected");
-        assert.match(state.stored ?? "", /^liveness\.v1:/, "the session is kept in localStorage");
-
-        const start = Date.now();
-        await page.evaluate(() => (globalThis as unknown as { hide(): void }).hide());
-        await page.waitForFunction(
-          () =>
-            (globalThis as unknown as { log: string[] }).log.includes(
-              "disconnected:liveness_timeout:4003",
-            ),
-          null,
-          { timeout: WINDOW + 5_000 },
-        );
-        const elapsed = Date.now() - start;
-        assert.ok(elapsed >= WINDOW - 50, `closed after ${elapsed} ms`);
-        const log = await page.evaluate(() => (globalThis as unknown as { log: string[] }).log);
-        assert.deepEqual(log, ["connecting", "connected", "disconnected:liveness_timeout:4003"]);
-        const info = await page.evaluate(() =>
-          (globalThis as unknown as {
-            client: { getConnectionInfo(): { appState: string; status: string } };
-          }).client.getConnectionInfo()
-        );
-        assert.equal(info.appState, "background");
-        assert.equal(info.status, "disconnected");
+        const driver = await new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", "tests/client/browser_driver.ts", await site.url, String(WINDOW)],
+          cwd: root,
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        const stderr = new TextDecoder().decode(driver.stderr);
+        assert.equal(driver.code, 0, stderr);
+        const seen = JSON.parse(new TextDecoder().decode(driver.stdout).trim().split("\n").at(-1)!);
+        assert.deepEqual(seen.errors, []);
+        assert.equal(seen.before.status, "connected");
+        assert.match(seen.before.stored ?? "", /^liveness\.v1:/, "the session is in localStorage");
+        assert.deepEqual(seen.log, [
+          "connecting",
+          "connected",
+          "disconnected:liveness_timeout:4003",
+        ]);
+        assert.ok(seen.elapsed >= WINDOW - 50, `closed after ${seen.elapsed} ms`);
+        assert.equal(seen.after.appState, "background", "visibility drove the app state");
+        assert.equal(seen.after.status, "disconnected");
       } finally {
-        await browser.close();
         await site.stop();
       }
     });
