@@ -242,6 +242,8 @@ export class GatewayClient {
   #connectWaiters: Waiter<void>[] = [];
   #disconnectWaiters: Waiter<void>[] = [];
   readonly #pings = new Map<number, Waiter<PingResult> & { timer: unknown }>();
+  /** setAppState calls waiting for the gateway's `state` reply (or the end of the socket). */
+  readonly #stateAcks = new Map<number, { done: () => void; timer: unknown }>();
   readonly #keepAlives = new Set<KeepAlive>();
   /** Sockets told to close, and not yet closed; `destroy()` waits for them. */
   readonly #closing = new Set<Promise<void>>();
@@ -531,7 +533,8 @@ export class GatewayClient {
    * off). Going to background stops heartbeats and pending reconnections; in auto mode
    * without the background service the gateway then closes the connection (`background`).
    * Returning to foreground resumes heartbeats and reconnects where the rules allow.
-   * In a page this is called for you from `document.visibilityState`.
+   * In a page this is called for you from `document.visibilityState`. When connected, it
+   * resolves once the gateway has answered, so `getConnectionInfo().backgroundDeadline` is set.
    */
   setAppState(state: AppState, options: { backgroundService?: boolean } = {}): Promise<void> {
     return this.#guard(() => {
@@ -540,13 +543,23 @@ export class GatewayClient {
       this.#appState = state;
       this.#backgroundService = service;
       const transport = this.#transport;
+      let acknowledged: Promise<void> | undefined;
       if (transport?.handshaken) {
-        this.#send(transport, {
-          type: "app_state",
-          id: this.#nextFrameId(),
-          state,
-          backgroundService: service,
+        const id = this.#nextFrameId();
+        // Resolve once the gateway answered (so getConnectionInfo() has its deadline), the
+        // socket ended (e.g. auto mode closed at once in background), or a pong timeout passed.
+        acknowledged = new Promise<void>((resolve) => {
+          const done = () => {
+            const ack = this.#stateAcks.get(id);
+            if (ack === undefined) return;
+            this.#stateAcks.delete(id);
+            this.#clock.clearTimeout(ack.timer);
+            resolve();
+          };
+          const timer = this.#clock.setTimeout(done, this.#requireTiming().pongTimeoutMs);
+          this.#stateAcks.set(id, { done, timer });
         });
+        this.#send(transport, { type: "app_state", id, state, backgroundService: service });
       }
       if (state === "background") {
         this.#stopHeartbeat();
@@ -554,11 +567,12 @@ export class GatewayClient {
           this.#clock.clearTimeout(this.#reconnectTimer);
           this.#reconnectTimer = null; // #reconnectPending stays: resumed in foreground.
         }
-        return;
+        return acknowledged;
       }
       this.#backgroundDeadline = null;
       if (this.#status === "connected") this.#startHeartbeat();
       else if (this.#transport === null) this.#connectIfAllowed(true);
+      return acknowledged;
     });
   }
 
@@ -767,9 +781,11 @@ export class GatewayClient {
       }
       case "state":
         this.#backgroundDeadline = frame.backgroundDeadline;
+        if (typeof frame.id === "number") this.#stateAcks.get(frame.id)?.done();
         return;
       case "error": {
         const error = new GatewayError(frame.errorCode, frame.errorDescription, frame.details);
+        if (typeof frame.id === "number") this.#stateAcks.get(frame.id)?.done();
         const waiter = typeof frame.id === "number" ? this.#pings.get(frame.id) : undefined;
         if (waiter !== undefined && typeof frame.id === "number") {
           this.#pings.delete(frame.id);
@@ -819,6 +835,7 @@ export class GatewayClient {
       waiter.reject(new GatewayError("NO_WEBSOCKET_CONNECTION", undefined, { reason: end.reason }));
       this.#pings.delete(id);
     }
+    for (const ack of [...this.#stateAcks.values()]) ack.done();
     this.#backgroundDeadline = null;
 
     if (endsSession(end.reason)) this.#wantConnected = false;

@@ -163,6 +163,15 @@ export class FakeGateway {
       });
     } else if (frame.type === "ping" && this.autoPong) {
       reply({ type: "pong", id: frame.id, serverTime: 0, backgroundDeadline: null });
+    } else if (frame.type === "app_state" && this.autoPong) {
+      // Like the gateway: acknowledge with the state (the deadline is not modelled here).
+      reply({
+        type: "state",
+        id: frame.id,
+        appState: frame.state,
+        backgroundService: frame.backgroundService ?? false,
+        backgroundDeadline: null,
+      });
     }
   }
 

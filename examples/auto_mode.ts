@@ -1,0 +1,52 @@
+/**
+ * Auto mode: the client opens, keeps and reopens the socket by itself.
+ * Run against `deno task serve`: `deno run --allow-net --allow-env examples/auto_mode.ts`.
+ */
+import { AppSettingsBuilder, GatewayClient } from "../client/mod.ts";
+
+const client = new GatewayClient({
+  baseUrl: Deno.env.get("GATEWAY_URL") ?? "http://127.0.0.1:8000",
+});
+const settings = new AppSettingsBuilder()
+  .setRegion("us")
+  .subscribePresenceForAllUsers()
+  .autoEstablishSocketConnection(true) // auto mode (the default)
+  .build();
+await client.init("demo", settings);
+
+/** Resolves at the next transition to `status`. */
+const next = (status: "connected" | "disconnected") =>
+  new Promise<void>((resolve) => {
+    const id = `wait-${status}-${Math.random()}`;
+    client.addConnectionListener(id, {
+      [status === "connected" ? "onConnected" : "onDisconnected"]: () => {
+        client.removeConnectionListener(id);
+        resolve();
+      },
+    });
+  });
+
+client.addConnectionListener("log", {
+  inConnecting: () => console.log("connecting"),
+  onConnected: (info) => console.log(`connected (session ${info.sessionId.slice(0, 8)}…)`),
+  onDisconnected: (info) => console.log(`disconnected: ${info.reason} (${info.code})`),
+});
+
+let connected = next("connected");
+const user = await client.login("superhero1", "dev_auth_key__not_secret"); // connects by itself
+console.log(`logged in as ${user.uid}`);
+await connected;
+
+// Background without the background service: the gateway closes the socket at once.
+const disconnected = next("disconnected");
+await client.setAppState("background");
+await disconnected;
+
+// Back to foreground: the client reconnects by itself.
+connected = next("connected");
+await client.setAppState("foreground");
+await connected;
+console.log(`status: ${client.getConnectionStatus()}`);
+
+await client.logout();
+await client.destroy();
