@@ -4,7 +4,7 @@
  * needs. Runs in Deno, browsers and Node 22+.
  *
  * ```ts
- * import { AppSettingsBuilder, GatewayClient } from "@liveness/gateway/client";
+ * import { AppSettingsBuilder, GatewayClient } from "./client/mod.ts";
  *
  * const client = new GatewayClient({ baseUrl: "http://127.0.0.1:8000" });
  * await client.init("demo", new AppSettingsBuilder().setRegion("us").build());
