@@ -1,0 +1,380 @@
+/**
+ * Load generator: one process, one scenario, one server. Started by bench/main.ts as
+ * `node bench/load/gen.mjs '<json config>'`; it reports on stdout as JSON lines
+ * (`{"event": ...}`) and, where the orchestrator must measure the server between two
+ * stages, waits for a line on stdin before going on.
+ *
+ * Server kinds: `gateway` (login over HTTP, then the liveness.v1 protocol), `json`
+ * (raw Deno / Node ws: the same frames without auth), `echo`, `sio` (Socket.IO over a
+ * raw engine.io WebSocket: `40` connect, `42` emit, `43` ack, `2`/`3` heartbeat).
+ */
+import { Buffer } from "node:buffer";
+import http from "node:http";
+import process from "node:process";
+import readline from "node:readline";
+import { connect, textFrame } from "./wire.mjs";
+
+const cfg = JSON.parse(process.argv[2]);
+const { host, port, kind } = cfg;
+const DEV = {
+  appId: "demo",
+  apiKey: "dev_api_key__not_secret",
+  authKey: "dev_auth_key__not_secret",
+};
+
+const emit = (event, data = {}) => process.stdout.write(JSON.stringify({ event, ...data }) + "\n");
+const stdin = readline.createInterface({ input: process.stdin })
+  [Symbol.asyncIterator]();
+/** Waits for the orchestrator's go-ahead (one line on stdin). */
+const waitGo = () => stdin.next();
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const PING = {
+  gateway: '{"type":"ping","id":1}',
+  json: '{"type":"ping","id":1}',
+  echo: '{"type":"ping","id":1}',
+  sio: '421["ping",{"id":1}]',
+};
+const PATH = {
+  json: "/ws",
+  echo: "/echo",
+  sio: "/socket.io/?EIO=4&transport=websocket",
+};
+const SIO_HEARTBEAT_REPLY = textFrame("3");
+
+// ---- HTTP (gateway login and user creation) ----
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+function post(path, body, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = http.request({
+      host,
+      port,
+      path,
+      method: "POST",
+      agent,
+      headers: {
+        "content-type": "application/json",
+        "content-length": data.length,
+        ...headers,
+      },
+    }, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on(
+        "end",
+        () =>
+          resolve({
+            status: res.statusCode,
+            body: String(Buffer.concat(chunks)),
+          }),
+      );
+    });
+    req.on("error", reject);
+    req.end(data);
+  });
+}
+
+/** Runs `fn(i)` for i < n with at most `width` in flight; returns the results in order. */
+async function pool(n, width, fn) {
+  const out = new Array(n);
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      const i = next++;
+      out[i] = await fn(i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, n) }, worker));
+  return out;
+}
+
+const uidOf = (i) => `bench_${i % cfg.users}`;
+
+async function createUsers() {
+  await pool(cfg.users, 32, async (i) => {
+    const res = await post(`/v1/apps/${DEV.appId}/users`, { uid: uidOf(i) }, {
+      apikey: DEV.apiKey,
+    });
+    if (res.status !== 201 && res.status !== 409) {
+      throw new Error(`create user: ${res.status} ${res.body}`);
+    }
+  });
+}
+
+// ---- connections ----
+
+/** Login (gateway), upgrade and handshake of connection i; resolves to an open Conn. */
+async function open(i, { mode = "auto", appState } = {}) {
+  let path = PATH[kind];
+  let protocol;
+  if (kind === "gateway") {
+    const res = await post(`/v1/apps/${DEV.appId}/login`, {
+      uid: uidOf(i),
+      authKey: DEV.authKey,
+      mode,
+    });
+    if (res.status !== 200) throw new Error(`login: ${res.status} ${res.body}`);
+    path = `/v1/ws?credential=${encodeURIComponent(JSON.parse(res.body).session.credential)}`;
+    protocol = "liveness.v1";
+  }
+  const conn = await connect({ host, port, path, protocol });
+  if (kind === "sio") {
+    await conn.next(); // engine.io open packet `0{...}`
+    conn.send(textFrame("40"));
+    const reply = String(await conn.next());
+    if (!reply.startsWith("40")) throw new Error(`socket.io connect: ${reply}`);
+  } else if (kind !== "echo") {
+    conn.send(
+      textFrame(
+        JSON.stringify({ type: "connect", ...(appState && { appState }) }),
+      ),
+    );
+    const reply = JSON.parse(String(await conn.next()));
+    if (reply.type !== "connected") {
+      throw new Error(`handshake: ${JSON.stringify(reply)}`);
+    }
+  }
+  return conn;
+}
+
+/** Sets the message handler; Socket.IO's engine heartbeat (`2`) is answered on the side. */
+function handle(conn, fn) {
+  conn.onmessage = kind === "sio"
+    ? (payload) => {
+      if (payload.length === 1 && payload[0] === 0x32) {
+        conn.send(
+          SIO_HEARTBEAT_REPLY,
+        );
+      } else fn(payload);
+    }
+    : fn;
+}
+
+function percentiles(values) {
+  const sorted = Float64Array.from(values).sort();
+  const at = (q) =>
+    sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : null;
+  return {
+    n: sorted.length,
+    min: at(0),
+    p50: at(0.5),
+    p99: at(0.99),
+    max: at(1),
+  };
+}
+
+function cpuMs() {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+}
+
+// ---- scenarios ----
+
+/** 1. Pipelined pings: each connection keeps `window` pings in flight. */
+async function ceiling() {
+  const conns = await pool(
+    cfg.conns,
+    50,
+    (i) => open(i, { mode: cfg.mode ?? "auto" }),
+  );
+  if (cfg.background) {
+    for (const conn of conns) {
+      conn.send(textFrame('{"type":"app_state","state":"background"}'));
+      const reply = JSON.parse(String(await conn.next()));
+      if (reply.backgroundDeadline == null) {
+        throw new Error(`app_state: ${JSON.stringify(reply)}`);
+      }
+    }
+  }
+  const ping = textFrame(cfg.ping ?? PING[kind]);
+  const burst = Buffer.concat(Array(cfg.window).fill(ping));
+  let received = 0;
+  for (const conn of conns) {
+    let owed = 0;
+    handle(conn, () => owed++);
+    conn.onchunk = () => {
+      if (owed === 0) return;
+      received += owed;
+      conn.send(burst.subarray(0, owed * ping.length));
+      owed = 0;
+    };
+    conn.send(burst);
+  }
+  await sleep(cfg.warmMs);
+  const [r0, t0, c0] = [received, performance.now(), cpuMs()];
+  emit("measure_start");
+  await sleep(cfg.measureMs);
+  const [r1, t1, c1] = [received, performance.now(), cpuMs()];
+  emit("result", {
+    rate: ((r1 - r0) / (t1 - t0)) * 1000,
+    genCpu: (c1 - c0) / (t1 - t0),
+  });
+}
+
+/** 2. Each connection pings once a second, the connections spread evenly over the second. */
+async function steady() {
+  const n = cfg.conns;
+  const conns = await pool(n, 100, (i) => open(i));
+  const sentAt = new Float64Array(n);
+  const rtts = [];
+  let measuring = false;
+  let unanswered = 0;
+  conns.forEach((conn, i) =>
+    handle(conn, () => {
+      if (measuring && sentAt[i]) rtts.push(performance.now() - sentAt[i]);
+      sentAt[i] = 0;
+    })
+  );
+  const ping = textFrame(PING[kind]);
+  const start = performance.now();
+  let sent = 0;
+  const timer = setInterval(() => {
+    const due = Math.floor(((performance.now() - start) * n) / 1000);
+    for (; sent < due; sent++) {
+      const i = sent % n;
+      if (measuring && sentAt[i]) unanswered++;
+      sentAt[i] = performance.now();
+      conns[i].send(ping);
+    }
+  }, 1);
+  await sleep(cfg.warmMs);
+  measuring = true;
+  const [t0, c0] = [performance.now(), cpuMs()];
+  emit("measure_start");
+  await sleep(cfg.measureMs);
+  emit("measure_end");
+  measuring = false;
+  const [t1, c1] = [performance.now(), cpuMs()];
+  clearInterval(timer);
+  const rtt = percentiles(rtts);
+  emit("result", {
+    rtt,
+    unanswered,
+    rate: (rtt.n / (t1 - t0)) * 1000,
+    genCpu: (c1 - c0) / (t1 - t0),
+  });
+}
+
+/** 3. Idle connections: a warm-up batch, then `conns` more; memory is read at both points. */
+async function memory() {
+  const warm = await pool(cfg.warmConns, 50, (i) => open(i));
+  warm.forEach((conn) => handle(conn, () => {}));
+  emit("ready", { stage: "base" });
+  await waitGo();
+  const conns = await pool(cfg.conns, 100, (i) => open(cfg.warmConns + i));
+  conns.forEach((conn) => handle(conn, () => {}));
+  emit("ready", { stage: "loaded" });
+  await waitGo();
+  emit("result", {});
+}
+
+/** 4. Login + upgrade + handshake of `conns` sessions, `concurrency` at a time. */
+async function storm() {
+  const times = [];
+  const [t0, c0] = [performance.now(), cpuMs()];
+  await pool(cfg.conns, cfg.concurrency, async (i) => {
+    const t = performance.now();
+    const conn = await open(i);
+    times.push(performance.now() - t);
+    handle(conn, () => {});
+  });
+  const [t1, c1] = [performance.now(), cpuMs()];
+  emit("result", {
+    rate: (cfg.conns / (t1 - t0)) * 1000,
+    connectMs: percentiles(times),
+    genCpu: (c1 - c0) / (t1 - t0),
+  });
+}
+
+/** 5. One trigger frame; the server sends `messages` frames round-robin over all sockets. */
+async function fanout() {
+  const conns = await pool(cfg.conns, 100, (i) => open(i));
+  let received = 0;
+  let last = 0;
+  let done;
+  const finished = new Promise((resolve) => (done = resolve));
+  for (const conn of conns) {
+    handle(conn, () => {
+      last = performance.now();
+      if (++received === cfg.messages) done();
+    });
+  }
+  emit("ready");
+  await waitGo();
+  const t0 = performance.now();
+  conns[0].send(textFrame(
+    kind === "sio"
+      ? `42["fanout",{"count":${cfg.messages}}]`
+      : `{"type":"fanout","count":${cfg.messages}}`,
+  ));
+  await Promise.race([finished, sleep(cfg.timeoutMs)]);
+  emit("result", {
+    rate: (received / (last - t0)) * 1000,
+    received,
+    ms: last - t0,
+  });
+}
+
+/**
+ * 6. Manual-mode sessions enter background (spread over one second) and stop pinging;
+ * records (time the closing frame or close arrived − backgroundDeadline) per session.
+ */
+async function deadline() {
+  const n = cfg.conns;
+  const conns = await pool(n, 100, (i) => open(i, { mode: "manual" }));
+  const deadlines = new Float64Array(n);
+  const closedAt = new Float64Array(n);
+  const reasons = {};
+  conns.forEach((conn, i) => {
+    handle(conn, (payload) => {
+      const frame = JSON.parse(String(payload));
+      if (frame.type === "state") deadlines[i] = frame.backgroundDeadline;
+      if (frame.type === "closing") {
+        closedAt[i] ||= Date.now();
+        reasons[frame.reason] = (reasons[frame.reason] ?? 0) + 1;
+      }
+    });
+    conn.closed.then(() => (closedAt[i] ||= Date.now()));
+  });
+  emit("connected");
+  const bg = textFrame('{"type":"app_state","state":"background"}');
+  for (let i = 0; i < n; i++) {
+    conns[i].send(bg);
+    if (i % 100 === 99) await sleep(100_000 / n);
+  }
+  await Promise.race([
+    Promise.all(conns.map((c) => c.closed)),
+    sleep(cfg.windowMs + cfg.timeoutMs),
+  ]);
+  const lateness = [];
+  let unclosed = 0;
+  for (let i = 0; i < n; i++) {
+    if (closedAt[i] && deadlines[i]) lateness.push(closedAt[i] - deadlines[i]);
+    else unclosed++;
+  }
+  const codes = {};
+  for (const c of conns) {
+    codes[c.closeCode ?? "open"] = (codes[c.closeCode ?? "open"] ?? 0) + 1;
+  }
+  emit("result", {
+    lateness: percentiles(lateness),
+    early: lateness.filter((ms) => ms < 0).length,
+    unclosed,
+    reasons,
+    codes,
+  });
+}
+
+const scenarios = { ceiling, steady, memory, storm, fanout, deadline };
+try {
+  const t0 = performance.now();
+  if (kind === "gateway") await createUsers();
+  emit("setup_done", { ms: performance.now() - t0 });
+  await scenarios[cfg.scenario]();
+  process.exit(0);
+} catch (err) {
+  emit("error", { message: String(err?.stack ?? err) });
+  process.exit(1);
+}
