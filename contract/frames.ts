@@ -7,8 +7,9 @@ import { CloseReasonSchema } from "./close_codes.ts";
 import { ErrorCodeSchema } from "./errors.ts";
 import { AppStateSchema, EpochMsSchema, ModeSchema, TimingSchema, UidSchema } from "./models.ts";
 
-/** Optional correlation id a client puts on a frame; the reply carries it back. */
-const FrameId = z.union([z.string().max(64), z.number().int()]).optional();
+/** Optional correlation id a client puts on a frame; the reply carries it back. (Number first:
+ * clients mostly count, and zod tries union members in order.) */
+const FrameId = z.union([z.number().int(), z.string().max(64)]).optional();
 
 // ---- client → server ----
 

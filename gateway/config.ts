@@ -33,6 +33,8 @@ export interface GatewayConfig {
   deadlineTickMs: number;
   /** Coalescing delay of state writes (group commit). */
   persistDelayMs: number;
+  /** Delay of writes that only move a background deadline later (manual-mode pings). */
+  persistLazyMs: number;
   /** Deno KV path; `:memory:` for a throwaway store; undefined for the platform's own KV. */
   kvPath: string | undefined;
   maxFrameBytes: number;
@@ -69,7 +71,8 @@ export const DEFAULTS = {
   pongTimeoutMs: 3_000,
   idleTimeoutMs: 45_000,
   deadlineTickMs: 10,
-  persistDelayMs: 20,
+  persistDelayMs: 1,
+  persistLazyMs: 1_000,
   kvPath: "./data/gateway.kv",
   maxFrameBytes: 64 * 1024,
   maxBodyBytes: 64 * 1024,
@@ -87,7 +90,8 @@ export const ENV_VARS = {
   PONG_TIMEOUT_MS: "client pong timeout",
   IDLE_TIMEOUT_MS: "dead-peer idle timeout",
   DEADLINE_TICK_MS: "deadline wheel granularity",
-  PERSIST_DELAY_MS: "state write coalescing delay",
+  PERSIST_DELAY_MS: "state write coalescing delay (group commit)",
+  PERSIST_LAZY_MS: "delay of writes that only move a background deadline later",
   KV_PATH: "Deno KV file; ':memory:' for none; 'platform' for Deno.openKv() without a path",
   MAX_FRAME_BYTES: "largest accepted WebSocket frame",
   MAX_BODY_BYTES: "largest accepted HTTP body",
@@ -156,6 +160,7 @@ export function loadConfig(
     idleTimeoutMs: int("IDLE_TIMEOUT_MS", DEFAULTS.idleTimeoutMs, 1),
     deadlineTickMs: int("DEADLINE_TICK_MS", DEFAULTS.deadlineTickMs, 1),
     persistDelayMs: int("PERSIST_DELAY_MS", DEFAULTS.persistDelayMs, 0),
+    persistLazyMs: int("PERSIST_LAZY_MS", DEFAULTS.persistLazyMs, 0),
     kvPath: kvRaw === "platform" ? undefined : (kvRaw || DEFAULTS.kvPath),
     maxFrameBytes: int("MAX_FRAME_BYTES", DEFAULTS.maxFrameBytes, 64),
     maxBodyBytes: int("MAX_BODY_BYTES", DEFAULTS.maxBodyBytes, 64),

@@ -15,7 +15,7 @@ import {
   validationDetails,
 } from "../contract/mod.ts";
 import type { DeadlineWheel } from "./deadline_wheel.ts";
-import { idleCheck } from "./liveness.ts";
+import { idleCheck, type LivenessEvent } from "./liveness.ts";
 import { TokenBucket } from "./rate_limit.ts";
 import type { LiveSession, SocketPort, UserState } from "./user_state.ts";
 import type { Clock } from "./clock.ts";
@@ -31,6 +31,10 @@ export interface ConnectionContext {
   open: Set<Connection>;
   timing: Timing;
 }
+
+/** The ping events, allocated once: pings are the per-frame hot path. */
+const HEARTBEAT: LivenessEvent = Object.freeze({ type: "ping", source: "heartbeat" });
+const APP_PING: LivenessEvent = Object.freeze({ type: "ping", source: "app" });
 
 /** Frames over budget tolerated (answered with an error) before the connection is closed. */
 const RATE_STRIKES_BEFORE_CLOSE = 20;
@@ -234,12 +238,13 @@ export class Connection implements SocketPort {
 
     switch (frame.type) {
       case "ping": {
-        const result = user.call(sessionId, { type: "ping", source: frame.source });
+        const now = this.#lastSeenAt; // when this frame arrived
+        const result = user.call(sessionId, frame.source === "app" ? APP_PING : HEARTBEAT, now);
         if (!result.ok) return this.#sendError(result.errorCode, undefined, undefined, frame.id);
         this.send({
           type: "pong",
           id: frame.id,
-          serverTime: result.session.liveness.lastPingAt ?? this.#ctx.clock.now(),
+          serverTime: now,
           backgroundDeadline: result.session.liveness.deadline,
         });
         return;

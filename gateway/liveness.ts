@@ -44,7 +44,6 @@ export interface SessionLiveness {
   /** Server-clock time at which the connection is closed, unless cancelled or extended. */
   readonly deadline: number | null;
   readonly deadlineReason: DeadlineReason | null;
-  readonly lastPingAt: number | null;
   readonly lastDisconnectReason: DisconnectReason | null;
   readonly lastDisconnectAt: number | null;
 }
@@ -90,7 +89,6 @@ export function initialLiveness(mode: Mode): SessionLiveness {
     backgroundService: false,
     deadline: null,
     deadlineReason: null,
-    lastPingAt: null,
     lastDisconnectReason: null,
     lastDisconnectAt: null,
   };
@@ -201,17 +199,14 @@ function ping(
     // the app's own ping() is a manual-mode call.
     if (source !== "heartbeat") return reject(state, "ERR_NOT_MANUAL_MODE");
     if (!state.connected) return reject(state, "NO_WEBSOCKET_CONNECTION");
-    return { state: { ...state, lastPingAt: now }, decisions: none };
+    return { state, decisions: none };
   }
   if (!state.connected) return reject(state, "NO_WEBSOCKET_CONNECTION");
   if (state.appState === "background" && state.deadline !== null) {
     const deadline = now + config.livenessWindowMs;
-    return {
-      state: { ...state, lastPingAt: now, deadline },
-      decisions: [{ kind: "schedule", at: deadline }],
-    };
+    return { state: { ...state, deadline }, decisions: [{ kind: "schedule", at: deadline }] };
   }
-  return { state: { ...state, lastPingAt: now }, decisions: none };
+  return { state, decisions: none };
 }
 
 function close(state: SessionLiveness, reason: CloseReason, now: number): StepResult {

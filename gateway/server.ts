@@ -47,6 +47,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
   const runtime = new UserStateRuntime(clock, config, store, {
     tickMs: config.deadlineTickMs,
     persistDelayMs: config.persistDelayMs,
+    persistLazyMs: config.persistLazyMs,
   });
   const users = new UserStates(runtime);
   for (const app of config.apps) {

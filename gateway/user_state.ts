@@ -44,6 +44,8 @@ export interface LiveSession {
   readonly mode: Mode;
   readonly createdAt: number;
   liveness: SessionLiveness;
+  /** When the last accepted ping arrived; informational (status read), kept off the engine. */
+  lastPingAt: number | null;
   socket: SocketPort | null;
 }
 
@@ -64,12 +66,15 @@ export class UserStateRuntime {
     clock: Clock,
     config: LivenessConfig,
     store: GatewayStore,
-    options: { tickMs: number; persistDelayMs: number },
+    options: { tickMs: number; persistDelayMs: number; persistLazyMs: number },
   ) {
     this.clock = clock;
     this.config = config;
     this.store = store;
-    this.writer = new StateWriter(clock, store, options.persistDelayMs);
+    this.writer = new StateWriter(clock, store, {
+      delayMs: options.persistDelayMs,
+      lazyDelayMs: options.persistLazyMs,
+    });
     this.alarms = new DeadlineWheel<LiveSession>(
       clock,
       options.tickMs,
@@ -107,6 +112,7 @@ export class UserState {
         mode: record.mode,
         createdAt: record.createdAt,
         liveness: record.liveness,
+        lastPingAt: record.lastPingAt ?? null,
         socket: null,
       });
       if (record.liveness.connected) this.#connectedCount++;
@@ -138,6 +144,7 @@ export class UserState {
       mode,
       createdAt: this.#runtime.clock.now(),
       liveness: initialLiveness(mode),
+      lastPingAt: null,
       socket: null,
     };
     this.#sessions.set(sessionId, session);
@@ -196,11 +203,16 @@ export class UserState {
     this.#apply(session, { type: "closed", reason });
   }
 
-  /** A lifecycle call on a session: ping, app state or disconnect, over the socket or HTTP. */
-  call(sessionId: string, event: LivenessEvent): CallResult {
+  /**
+   * A lifecycle call on a session: ping, app state or disconnect, over the socket or HTTP.
+   * `now` is when the frame or request was received (the caller has read the clock already).
+   */
+  call(sessionId: string, event: LivenessEvent, now = this.#runtime.clock.now()): CallResult {
     const session = this.#sessions.get(sessionId);
     if (session === undefined) return { ok: false, errorCode: "AUTH_ERR_AUTH_TOKEN_NOT_FOUND" };
-    return this.#apply(session, event);
+    const result = this.#apply(session, event, now);
+    if (result.ok && event.type === "ping") session.lastPingAt = now;
+    return result;
   }
 
   /** The wheel says a session's deadline is due. */
@@ -242,7 +254,7 @@ export class UserState {
       appState: l.appState,
       backgroundService: l.backgroundService,
       backgroundDeadline: l.deadline,
-      lastPingAt: l.lastPingAt,
+      lastPingAt: session.lastPingAt,
       lastDisconnectReason: l.lastDisconnectReason,
       lastDisconnectAt: l.lastDisconnectAt,
       createdAt: session.createdAt,
@@ -259,6 +271,7 @@ export class UserState {
         sessionId,
         mode: session.mode,
         createdAt: session.createdAt,
+        lastPingAt: session.lastPingAt,
         liveness: session.liveness,
       });
     }
@@ -285,10 +298,14 @@ export class UserState {
     this.#runtime.writer.markDirty(this);
   }
 
-  #apply(session: LiveSession, event: LivenessEvent): CallResult {
+  #apply(
+    session: LiveSession,
+    event: LivenessEvent,
+    now = this.#runtime.clock.now(),
+  ): CallResult {
     const runtime = this.#runtime;
     const before = session.liveness;
-    const { state, decisions } = step(before, event, runtime.clock.now(), runtime.config);
+    const { state, decisions } = step(before, event, now, runtime.config);
     this.#setLiveness(session, state);
     let rejected: ErrorCode | null = null;
     for (const decision of decisions) {
@@ -310,14 +327,13 @@ export class UserState {
           break;
       }
     }
-    // A heartbeat only moves lastPingAt, which is not worth a write.
-    if (state !== before && !onlyPingTimeChanged(before, state)) this.#markDirty(session.sessionId);
+    if (state !== before) this.#markDirty(session.sessionId, urgencyOf(before, state));
     return rejected === null ? { ok: true, session } : { ok: false, errorCode: rejected };
   }
 
-  #markDirty(sessionId: string): void {
+  #markDirty(sessionId: string, urgency: Urgency = "now"): void {
     this.#dirtySessions.add(sessionId);
-    this.#runtime.writer.markDirty(this);
+    this.#runtime.writer.markDirty(this, urgency);
   }
 
   /** The one place a session's lifecycle state changes: keeps presence in step with it. */
@@ -336,12 +352,22 @@ export class UserState {
   }
 }
 
-function onlyPingTimeChanged(a: SessionLiveness, b: SessionLiveness): boolean {
-  return a.connected === b.connected && a.appState === b.appState &&
-    a.backgroundService === b.backgroundService && a.deadline === b.deadline &&
-    a.deadlineReason === b.deadlineReason && a.lastDisconnectReason === b.lastDisconnectReason &&
-    a.lastDisconnectAt === b.lastDisconnectAt;
+/**
+ * How soon a change must reach the store. A ping that only moves a background deadline later
+ * is `lazy` (written within the lazy delay, or at shutdown): writing every one would put the
+ * store on the per-ping path. Everything else — sessions, connections, app state, a deadline
+ * set or cancelled — is written `now` (group-committed within the short delay).
+ */
+function urgencyOf(before: SessionLiveness, after: SessionLiveness): Urgency {
+  const onlyExtended = before.connected === after.connected &&
+    before.appState === after.appState && before.backgroundService === after.backgroundService &&
+    before.deadlineReason === after.deadlineReason && before.deadline !== null &&
+    after.deadline !== null && after.deadline > before.deadline &&
+    before.lastDisconnectReason === after.lastDisconnectReason;
+  return onlyExtended ? "lazy" : "now";
 }
+
+export type Urgency = "now" | "lazy";
 
 /**
  * Group commit of dirty user states: changes marked within `delayMs` of each other go to the
@@ -351,28 +377,33 @@ export class StateWriter {
   readonly #clock: Clock;
   readonly #store: GatewayStore;
   readonly #delayMs: number;
+  readonly #lazyDelayMs: number;
   #dirty = new Set<UserState>();
   #waiters: Array<{ resolve: () => void; reject: (error: unknown) => void }> = [];
   #timer: TimerHandle | null = null;
+  #timerDue = Infinity;
   #flushing: Promise<void> | null = null;
+  /** What the next flush owes: the shortest delay asked for since the last one. */
+  #pending: Urgency | null = null;
   #closed = false;
 
-  constructor(clock: Clock, store: GatewayStore, delayMs: number) {
+  constructor(clock: Clock, store: GatewayStore, delays: { delayMs: number; lazyDelayMs: number }) {
     this.#clock = clock;
     this.#store = store;
-    this.#delayMs = delayMs;
+    this.#delayMs = delays.delayMs;
+    this.#lazyDelayMs = delays.lazyDelayMs;
   }
 
-  markDirty(user: UserState): void {
+  markDirty(user: UserState, urgency: Urgency = "now"): void {
     this.#dirty.add(user);
-    this.#schedule();
+    this.#want(urgency);
   }
 
   /** Resolves when every change marked so far has been written. */
   durable(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.#waiters.push({ resolve, reject });
-      this.#schedule();
+      this.#want("now");
     });
   }
 
@@ -386,19 +417,37 @@ export class StateWriter {
 
   close(): void {
     this.#closed = true;
-    if (this.#timer !== null) this.#clock.clearTimer(this.#timer);
-    this.#timer = null;
+    this.#disarm();
   }
 
-  #schedule(): void {
-    if (this.#timer !== null || this.#flushing !== null || this.#closed) return;
+  #want(urgency: Urgency): void {
+    if (this.#pending !== "now") this.#pending = urgency;
+    this.#arm();
+  }
+
+  /** Arms the timer for what is pending; a flush in flight re-arms when it ends. */
+  #arm(): void {
+    if (this.#pending === null || this.#flushing !== null || this.#closed) return;
+    const due = this.#clock.now() + (this.#pending === "now" ? this.#delayMs : this.#lazyDelayMs);
+    if (this.#timer !== null && this.#timerDue <= due) return;
+    this.#disarm();
+    this.#timerDue = due;
     this.#timer = this.#clock.setTimer(() => {
       this.#timer = null;
+      this.#timerDue = Infinity;
       void this.#flush();
-    }, this.#delayMs);
+    }, due - this.#clock.now());
+  }
+
+  #disarm(): void {
+    if (this.#timer !== null) this.#clock.clearTimer(this.#timer);
+    this.#timer = null;
+    this.#timerDue = Infinity;
   }
 
   async #flush(): Promise<void> {
+    this.#disarm();
+    this.#pending = null;
     const users = [...this.#dirty];
     this.#dirty.clear();
     const waiters = this.#waiters;
@@ -416,7 +465,8 @@ export class StateWriter {
       },
     ).finally(() => {
       this.#flushing = null;
-      if (this.#dirty.size > 0 || this.#waiters.length > 0) this.#schedule();
+      if (this.#waiters.length > 0) this.#pending = "now";
+      this.#arm();
     });
     await this.#flushing;
   }

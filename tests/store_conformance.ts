@@ -40,6 +40,7 @@ export function storeConformance(engine: string, open: () => Promise<GatewayStor
       sessionId: id,
       mode: "manual",
       createdAt: 5,
+      lastPingAt: 4,
       liveness: { ...initialLiveness("manual"), connected: true, deadline: 99 },
     });
     assert.equal(await store.loadUserState("app", "u1"), null);
@@ -86,6 +87,7 @@ export function storeConformance(engine: string, open: () => Promise<GatewayStor
         sessionId: `s${i}`,
         mode: "auto" as const,
         createdAt: i,
+        lastPingAt: null,
         liveness: initialLiveness("auto"),
       }],
       deleteSessions: [],

@@ -28,7 +28,11 @@ async function setup() {
       idleTimeoutMs: DEFAULTS.idleTimeoutMs,
     },
     store,
-    { tickMs: DEFAULTS.deadlineTickMs, persistDelayMs: 0 },
+    {
+      tickMs: DEFAULTS.deadlineTickMs,
+      persistDelayMs: 0,
+      persistLazyMs: 1_000,
+    },
   );
   const users = new UserStates(runtime);
   return {
@@ -106,4 +110,31 @@ Deno.test("user state: changes are group-committed; heartbeats write nothing", a
   clock.advance(10);
   await users.runtime.writer.flushAll();
   assert.deepEqual(saved, [], "heartbeats only move lastPingAt: no write");
+});
+
+Deno.test("user state: a ping that only extends a deadline is written lazily, the rest at once", async () => {
+  await using env = await setup();
+  const { clock, users, store } = env;
+  const user = await users.get("demo", "u1");
+  user.createSession("s1", "manual");
+  user.attach("s1", new FakeSocket(clock), "foreground", false);
+  user.call("s1", { type: "app_state", appState: "background", backgroundService: false });
+  const stored = async () => (await store.loadUserState("demo", "u1"))?.sessions[0];
+  const settle = async (ms: number) => {
+    clock.advance(ms);
+    // Let the store's async commit finish (it is real I/O, not on the manual clock).
+    for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 1));
+  };
+  await settle(1);
+  const entered = (await stored())!.liveness.deadline!;
+  assert.equal(entered, clock.now() - 1 + 30_000, "entering background is written at once");
+
+  clock.advance(5_000);
+  user.call("s1", { type: "ping", source: "app" });
+  const extended = user.session("s1")!.liveness.deadline!;
+  await settle(10);
+  assert.equal((await stored())!.liveness.deadline, entered, "the extension waits");
+  await settle(1_000);
+  assert.equal((await stored())!.liveness.deadline, extended, "…and is written within 1 s");
+  assert.ok((await stored())!.lastPingAt !== null);
 });

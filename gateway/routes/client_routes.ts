@@ -93,11 +93,12 @@ export function clientRoutes(services: GatewayServices): ImplementedRoute[] {
 
     implement(contract.session.ping, async (_request, c) => {
       const { user, session } = await sessionOf(services, c);
-      const after = callOrThrow(user, session.sessionId, { type: "ping", source: "http" });
+      const now = clock.now();
+      const after = callOrThrow(user, session.sessionId, { type: "ping", source: "http" }, now);
       return {
         status: 200 as const,
         body: {
-          serverTime: after.liveness.lastPingAt ?? clock.now(),
+          serverTime: now,
           appState: after.liveness.appState,
           connected: after.liveness.connected,
           backgroundDeadline: after.liveness.deadline,
@@ -122,8 +123,9 @@ function callOrThrow(
   user: UserState,
   sessionId: string,
   event: Parameters<UserState["call"]>[1],
+  now?: number,
 ) {
-  const result = user.call(sessionId, event);
+  const result = user.call(sessionId, event, now);
   if (!result.ok) throw new GatewayError(result.errorCode);
   return result.session;
 }

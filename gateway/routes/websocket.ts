@@ -26,7 +26,9 @@ export function mountWebSocket(app: Hono<GatewayEnv>, services: GatewayServices)
     // A browser that offered sub-protocols refuses a reply that names none of them; echo ours
     // (never the credential, which would then sit in more logs).
     const protocol = offered.includes(WS_PROTOCOL) ? WS_PROTOCOL : offered[0];
-    const { socket, response } = Deno.upgradeWebSocket(c.req.raw, { protocol });
+    // idleTimeout 0: dead peers are the gateway's own rule (a last-seen sweep, `idle_timeout`);
+    // Deno's keepalive would re-arm a timer on every frame and close with its own code.
+    const { socket, response } = Deno.upgradeWebSocket(c.req.raw, { protocol, idleTimeout: 0 });
     // A refused credential still gets a socket: it is closed at once with a typed reason,
     // which a browser can read (it cannot read an HTTP error on an upgrade).
     new Connection(

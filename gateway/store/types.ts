@@ -19,6 +19,8 @@ export interface SessionRecord {
   sessionId: string;
   mode: Mode;
   createdAt: number;
+  /** When the last accepted ping arrived (written along with other changes, never alone). */
+  lastPingAt: number | null;
   liveness: SessionLiveness;
 }
 
