@@ -204,6 +204,8 @@ function ping(
   if (!state.connected) return reject(state, "NO_WEBSOCKET_CONNECTION");
   if (state.appState === "background" && state.deadline !== null) {
     const deadline = now + config.livenessWindowMs;
+    // Several pings within one millisecond: the deadline is already there.
+    if (deadline === state.deadline) return { state, decisions: none };
     return { state: { ...state, deadline }, decisions: [{ kind: "schedule", at: deadline }] };
   }
   return { state, decisions: none };

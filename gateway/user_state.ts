@@ -362,7 +362,7 @@ function urgencyOf(before: SessionLiveness, after: SessionLiveness): Urgency {
   const onlyExtended = before.connected === after.connected &&
     before.appState === after.appState && before.backgroundService === after.backgroundService &&
     before.deadlineReason === after.deadlineReason && before.deadline !== null &&
-    after.deadline !== null && after.deadline > before.deadline &&
+    after.deadline !== null && after.deadline >= before.deadline &&
     before.lastDisconnectReason === after.lastDisconnectReason;
   return onlyExtended ? "lazy" : "now";
 }
@@ -382,6 +382,7 @@ export class StateWriter {
   #waiters: Array<{ resolve: () => void; reject: (error: unknown) => void }> = [];
   #timer: TimerHandle | null = null;
   #timerDue = Infinity;
+  #timerKind: Urgency = "lazy";
   #flushing: Promise<void> | null = null;
   /** What the next flush owes: the shortest delay asked for since the last one. */
   #pending: Urgency | null = null;
@@ -422,6 +423,9 @@ export class StateWriter {
 
   #want(urgency: Urgency): void {
     if (this.#pending !== "now") this.#pending = urgency;
+    // Per-ping path: a timer already armed for a delay at least this short covers it, without
+    // reading the clock.
+    if (this.#timer !== null && (this.#timerKind === "now" || urgency === "lazy")) return;
     this.#arm();
   }
 
@@ -432,6 +436,7 @@ export class StateWriter {
     if (this.#timer !== null && this.#timerDue <= due) return;
     this.#disarm();
     this.#timerDue = due;
+    this.#timerKind = this.#pending;
     this.#timer = this.#clock.setTimer(() => {
       this.#timer = null;
       this.#timerDue = Infinity;

@@ -380,3 +380,20 @@ Deno.test("deadline wheel: moving a deadline earlier re-arms the timer", () => {
   assert.deepEqual(fired, ["x"]);
   wheel.close();
 });
+
+Deno.test("engine: pings within one millisecond leave the state as it is (nothing to write)", () => {
+  let s = step(initialLiveness("manual"), connect(), T0, config).state;
+  s = step(s, toBackground(), T0, config).state;
+  const first = step(s, appPing, T0 + 7, config);
+  assert.notEqual(first.state, s);
+  const again = step(first.state, appPing, T0 + 7, config);
+  assert.equal(again.state, first.state);
+  assert.deepEqual(again.decisions, []);
+  const heartbeatInForeground = step(
+    step(s, toForeground, T0 + 8, config).state,
+    heartbeat,
+    T0 + 9,
+    config,
+  );
+  assert.deepEqual(heartbeatInForeground.decisions, []);
+});
