@@ -58,6 +58,12 @@ export const ARMS: Record<string, Arm> = {
       ping: '{"type":"ping","id":1,"source":"app"}',
     },
   },
+  gateway_resume: {
+    label: "gateway, sessions logged in before (reconnect storm)",
+    server: "gateway",
+    kind: "gateway",
+    gen: { resume: true },
+  },
   raw_deno: { label: "raw Deno", server: "raw_deno", kind: "json" },
   raw_echo: { label: "raw Deno echo", server: "raw_deno", kind: "echo" },
   node_ws: { label: "Node ws", server: "node_ws", kind: "json" },
@@ -127,7 +133,7 @@ const SCENARIOS: Record<string, Scenario> = {
     },
   },
   storm: {
-    arms: ["gateway", "raw_deno", "node_ws", "socket_io"],
+    arms: ["gateway", "gateway_resume", "raw_deno", "node_ws", "socket_io"],
     async measure(gen) {
       const { rate, connectMs, genCpu } = await gen.next("result") as {
         rate: number;

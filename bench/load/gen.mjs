@@ -105,18 +105,27 @@ async function createUsers() {
 
 // ---- connections ----
 
-/** Login (gateway), upgrade and handshake of connection i; resolves to an open Conn. */
-async function open(i, { mode = "auto", appState } = {}) {
+/** Logs in session i (gateway) and returns its credential. */
+async function login(i, mode = "auto") {
+  const res = await post(`/v1/apps/${DEV.appId}/login`, {
+    uid: uidOf(i),
+    authKey: DEV.authKey,
+    mode,
+  });
+  if (res.status !== 200) throw new Error(`login: ${res.status} ${res.body}`);
+  return JSON.parse(res.body).session.credential;
+}
+
+/**
+ * Login (gateway; skipped when a `credential` from an earlier login is given), upgrade and
+ * handshake of connection i; resolves to an open Conn.
+ */
+async function open(i, { mode = "auto", appState, credential } = {}) {
   let path = PATH[kind];
   let protocol;
   if (kind === "gateway") {
-    const res = await post(`/v1/apps/${DEV.appId}/login`, {
-      uid: uidOf(i),
-      authKey: DEV.authKey,
-      mode,
-    });
-    if (res.status !== 200) throw new Error(`login: ${res.status} ${res.body}`);
-    path = `/v1/ws?credential=${encodeURIComponent(JSON.parse(res.body).session.credential)}`;
+    credential ??= await login(i, mode);
+    path = `/v1/ws?credential=${encodeURIComponent(credential)}`;
     protocol = "liveness.v1";
   }
   const conn = await connect({ host, port, path, protocol });
@@ -270,13 +279,20 @@ async function memory() {
   emit("result", {});
 }
 
-/** 4. Login + upgrade + handshake of `conns` sessions, `concurrency` at a time. */
+/**
+ * 4. Login + upgrade + handshake of `conns` sessions, `concurrency` at a time. With
+ * `resume`, the sessions log in first (not timed) and the storm is upgrade + handshake with
+ * their credentials: clients coming back after a gateway restart or deploy.
+ */
 async function storm() {
   const times = [];
+  const credentials = cfg.resume && kind === "gateway"
+    ? await pool(cfg.conns, cfg.concurrency, (i) => login(i))
+    : [];
   const [t0, c0] = [performance.now(), cpuMs()];
   await pool(cfg.conns, cfg.concurrency, async (i) => {
     const t = performance.now();
-    const conn = await open(i);
+    const conn = await open(i, { credential: credentials[i] });
     times.push(performance.now() - t);
     handle(conn, () => {});
   });
