@@ -287,7 +287,7 @@ export class UserState {
     return change;
   }
 
-  /** Marks everything dirty again after a failed write. */
+  /** Marks everything dirty again after a failed write (retried after the lazy delay). */
   retryChanges(change: UserStateChange): void {
     for (const s of change.putSessions) {
       if (this.#sessions.has(s.sessionId)) this.#dirtySessions.add(s.sessionId);
@@ -295,7 +295,8 @@ export class UserState {
     for (const id of change.deleteSessions) {
       if (!this.#sessions.has(id)) this.#deletedSessions.add(id);
     }
-    this.#runtime.writer.markDirty(this);
+    // Not "now": a store that keeps failing must not be hammered every millisecond.
+    this.#runtime.writer.markDirty(this, "lazy");
   }
 
   #apply(

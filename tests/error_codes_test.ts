@@ -94,6 +94,19 @@ Deno.test("ERR_BAD_REQUEST: validation lists path + message; non-JSON and empty 
     "ERR_BAD_REQUEST",
   );
   await expectHttpError(fetch(`${gateway.url}/v1/ws`), "ERR_BAD_REQUEST");
+  // An upgrade without Sec-WebSocket-Key is malformed: 400, not a 500. (Raw TCP: fetch may
+  // not send Upgrade/Connection headers.)
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: gateway.port });
+  await conn.write(new TextEncoder().encode(
+    "GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      "Connection: close\r\n\r\n",
+  ));
+  const reply = new TextDecoder().decode(
+    (await new Response(conn.readable).arrayBuffer()) as ArrayBuffer,
+  );
+  assert.match(reply, /^HTTP\/1\.1 400/);
+  assert.match(reply, /"errorCode":"ERR_BAD_REQUEST".*upgrade request is malformed/);
+  seen.add("ERR_BAD_REQUEST");
 });
 
 Deno.test("ERR_BAD_REQUEST over the socket: an error frame, and the connection stays", async () => {

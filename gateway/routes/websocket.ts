@@ -28,7 +28,14 @@ export function mountWebSocket(app: Hono<GatewayEnv>, services: GatewayServices)
     const protocol = offered.includes(WS_PROTOCOL) ? WS_PROTOCOL : offered[0];
     // idleTimeout 0: dead peers are the gateway's own rule (a last-seen sweep, `idle_timeout`);
     // Deno's keepalive would re-arm a timer on every frame and close with its own code.
-    const { socket, response } = Deno.upgradeWebSocket(c.req.raw, { protocol, idleTimeout: 0 });
+    let upgrade: Deno.WebSocketUpgrade;
+    try {
+      upgrade = Deno.upgradeWebSocket(c.req.raw, { protocol, idleTimeout: 0 });
+    } catch {
+      // e.g. no Sec-WebSocket-Key: a malformed upgrade is the client's error, not ours.
+      throw new GatewayError("ERR_BAD_REQUEST", "The WebSocket upgrade request is malformed.");
+    }
+    const { socket, response } = upgrade;
     // A refused credential still gets a socket: it is closed at once with a typed reason,
     // which a browser can read (it cannot read an HTTP error on an upgrade).
     new Connection(
