@@ -32,6 +32,8 @@ export interface ConnectionContext {
   timing: Timing;
 }
 
+const utf8 = new TextEncoder();
+
 /** The ping events, allocated once: pings are the per-frame hot path. */
 const HEARTBEAT: LivenessEvent = Object.freeze({ type: "ping", source: "heartbeat" });
 const APP_PING: LivenessEvent = Object.freeze({ type: "ping", source: "app" });
@@ -150,7 +152,7 @@ export class Connection implements SocketPort {
     if (
       data.length > this.#ctx.config.maxFrameBytes ||
       (data.length * 3 > this.#ctx.config.maxFrameBytes &&
-        new TextEncoder().encode(data).length > this.#ctx.config.maxFrameBytes)
+        utf8.encode(data).length > this.#ctx.config.maxFrameBytes)
     ) {
       this.#sendError("ERR_PAYLOAD_TOO_LARGE", undefined, {
         limitBytes: this.#ctx.config.maxFrameBytes,
