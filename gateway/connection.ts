@@ -136,7 +136,7 @@ export class Connection implements SocketPort {
     this.#closed = true;
     this.#ctx.idle.cancel(this);
     this.#ctx.open.delete(this);
-    if (this.#session !== null) this.#user!.socketLost(this.#sessionId!, this);
+    if (this.#session !== null) this.#user!.socketClosed(this.#sessionId!, this, "connection_lost");
   }
 
   #onMessage(data: unknown): void {
@@ -279,7 +279,7 @@ export class Connection implements SocketPort {
 
   /** A rule of the connection itself (not of the session) closes it. */
   #closeForConnectionRule(reason: CloseReason): void {
-    if (this.#session !== null) this.#user!.socketClosedFor(this.#sessionId!, this, reason);
+    if (this.#session !== null) this.#user!.socketClosed(this.#sessionId!, this, reason);
     this.close(reason);
   }
 

@@ -61,7 +61,8 @@ export class CredentialSigner {
   }
 }
 
-function toBase64Url(bytes: Uint8Array): string {
+/** Bytes as unpadded base64url (credentials, auth tokens). */
+export function toBase64Url(bytes: Uint8Array): string {
   let binary = "";
   for (const byte of bytes) binary += String.fromCharCode(byte);
   return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");

@@ -13,6 +13,7 @@
 import type {
   AppState,
   CloseReason,
+  DisconnectReason,
   ErrorCode,
   Mode,
   ServerFrame,
@@ -186,18 +187,13 @@ export class UserState {
     return this.#apply(session, { type: "connected", appState, backgroundService });
   }
 
-  /** The socket went away without a rule closing it (network loss, client close). */
-  socketLost(sessionId: string, socket: SocketPort): void {
+  /**
+   * A session's socket closed without a lifecycle rule: the network or the client dropped it
+   * (`connection_lost`), or a connection-level rule closed it (idle timeout, rate limit, size).
+   */
+  socketClosed(sessionId: string, socket: SocketPort, reason: DisconnectReason): void {
     const session = this.#sessions.get(sessionId);
     // A late close of a replaced socket must not touch the session its successor now holds.
-    if (session === undefined || session.socket !== socket) return;
-    session.socket = null;
-    this.#apply(session, { type: "closed", reason: "connection_lost" });
-  }
-
-  /** The server closed a session's socket for a connection-level reason (idle, rate limit…). */
-  socketClosedFor(sessionId: string, socket: SocketPort, reason: CloseReason): void {
-    const session = this.#sessions.get(sessionId);
     if (session === undefined || session.socket !== socket) return;
     session.socket = null;
     this.#apply(session, { type: "closed", reason });

@@ -82,7 +82,7 @@ Deno.test("user state: a late close of a replaced socket does not touch its succ
   user.attach("s1", first, "foreground", false);
   user.attach("s1", second, "foreground", false);
   assert.deepEqual(first.closes.map((c) => c.reason), ["replaced"]);
-  user.socketLost("s1", first); // the old socket's close event arrives late
+  user.socketClosed("s1", first, "connection_lost"); // the old socket's close event arrives late
   assert.equal(user.session("s1")!.liveness.connected, true);
   assert.equal(user.online, true);
 });

@@ -1,5 +1,6 @@
 /** The server API (with the app's `apikey`): users, auth tokens, presence and sessions. */
 import { contract } from "../../contract/mod.ts";
+import { toBase64Url } from "../credential.ts";
 import { GatewayError } from "../errors.ts";
 import type { GatewayServices } from "../services.ts";
 import { serverApp } from "./auth.ts";
@@ -85,7 +86,5 @@ export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
 }
 
 function randomToken(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(24));
-  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_")
-    .replace(/=+$/, "");
+  return toBase64Url(crypto.getRandomValues(new Uint8Array(24)));
 }
