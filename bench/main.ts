@@ -144,8 +144,9 @@ const SCENARIOS: Record<string, Scenario> = {
     },
   },
   fanout: {
-    // The gateway has no server-originated bench hook yet: its column reads n/a.
-    arms: ["raw_deno", "node_ws", "socket_io"],
+    // The gateway sends real messages through its server API (multi-recipient sends); the
+    // others get one trigger frame and write `messages` frames in one synchronous loop.
+    arms: ["gateway", "raw_deno", "node_ws", "socket_io"],
     async measure(gen, server) {
       await gen.next("ready");
       const before = procBytes(server.pid, "VmRSS");

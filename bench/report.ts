@@ -177,6 +177,13 @@ const ROWS: Row[] = [
     fmt: mb,
     columns: ALL,
   },
+  {
+    scenario: "5 fan-out",
+    metric: "RSS growth in the burst MB",
+    key: "growth",
+    fmt: mb,
+    columns: ALL,
+  },
 ];
 
 function atMost(
@@ -350,9 +357,13 @@ ${report(results, notes)}
   gateway: login + upgrade + connect/connected handshake; raw Deno and Node ws: upgrade +
   the same handshake; Socket.IO: upgrade + namespace connect.
 - **5 fan-out**: ${JSON.stringify((run.sizes as Record<string, unknown>).fanout)};
-  one trigger frame makes the server send \`messages\` frames round-robin over all sockets;
-  delivered/s until the last arrives; peak RSS is VmHWM, reset just before the trigger. The
-  gateway has no server-originated bench hook yet (n/a).
+  \`messages\` frames round-robin over all sockets; delivered/s from the trigger until the
+  last frame arrives; peak RSS is VmHWM, reset just before the trigger, and the growth is
+  VmHWM minus the RSS before it. Raw Deno, Node ws and Socket.IO get one trigger frame and
+  write every frame in one synchronous loop, with no backpressure. The gateway gets real
+  messages through its server API (\`POST /v1/apps/demo/messages\`, 1 000 recipients per
+  send, 4 sends in flight): each recipient's copy gets its id, sender and per-user seq, and
+  every write checks the connection's \`bufferedAmount\` against \`MAX_BUFFERED_BYTES\` (1 MiB).
 - **6 deadline accuracy**: ${JSON.stringify((run.sizes as Record<string, unknown>).deadline)};
   manual-mode sessions enter background, spread over one second, and stop pinging; for each,
   the time the \`closing\` frame arrived minus the \`backgroundDeadline\` the server announced

@@ -19,6 +19,7 @@ import {
   type InitReply,
   type LoginReply,
   LoginReplySchema,
+  type Message,
   type Mode,
   reasonOfCloseCode,
   type ServerFrame,
@@ -86,6 +87,20 @@ export interface ConnectionListener {
   onDisconnected?(info: DisconnectInfo): void;
   /** An attempt to connect failed, or the gateway sent an error no call was waiting for. */
   onConnectionError?(error: GatewayError): void;
+}
+
+/** A text message as received. */
+export type TextMessage = Extract<Message, { kind: "text" }>;
+/** A custom message (the app's own JSON object) as received. */
+export type CustomMessage = Extract<Message, { kind: "custom" }>;
+
+/**
+ * Listener of messages for the logged-in user; each method is optional. `seq` is the message's
+ * place in the user's event stream (it only increases).
+ */
+export interface MessageListener {
+  onTextMessageReceived?(message: TextMessage, seq: number): void;
+  onCustomMessageReceived?(message: CustomMessage, seq: number): void;
 }
 
 /** A snapshot of the client's connection state. */
@@ -222,6 +237,7 @@ export class GatewayClient {
   #backgroundDeadline: number | null = null;
   #lastDisconnect: DisconnectInfo | null = null;
   readonly #listeners = new Map<string, ConnectionListener>();
+  readonly #messageListeners = new Map<string, MessageListener>();
 
   #transport: Transport | null = null;
   #transportSeq = 0;
@@ -634,6 +650,16 @@ export class GatewayClient {
     this.#listeners.delete(id);
   }
 
+  /** Adds (or replaces) the message listener with this id. */
+  addMessageListener(id: string, listener: MessageListener): void {
+    this.#messageListeners.set(id, listener);
+  }
+
+  /** Removes the message listener with this id. */
+  removeMessageListener(id: string): void {
+    this.#messageListeners.delete(id);
+  }
+
   /**
    * Stops everything this client runs — socket, timers, keep-alives, the visibility
    * listener — without logging out, and waits until its sockets have closed. The stored
@@ -795,6 +821,18 @@ export class GatewayClient {
           transport.handshakeError = error; // Reported with the close that follows.
         } else {
           this.#emit((l) => l.onConnectionError?.(error));
+        }
+        return;
+      }
+      case "message": {
+        const { message, seq } = frame;
+        for (const listener of [...this.#messageListeners.values()]) {
+          try {
+            if (message.kind === "text") listener.onTextMessageReceived?.(message, seq);
+            else listener.onCustomMessageReceived?.(message, seq);
+          } catch (error) {
+            console.error("GatewayClient: a message listener threw", error);
+          }
         }
         return;
       }

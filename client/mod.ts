@@ -20,12 +20,15 @@ export {
   type ConnectedInfo,
   type ConnectionInfo,
   type ConnectionListener,
+  type CustomMessage,
   type DisconnectInfo,
   GatewayClient,
   type GatewayClientOptions,
   type KeepAlive,
+  type MessageListener,
   type PingResult,
   type Session,
+  type TextMessage,
 } from "./client.ts";
 export { type AppSettings, AppSettingsBuilder } from "./settings.ts";
 export { GatewayError, isGatewayError } from "./errors.ts";

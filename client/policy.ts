@@ -34,6 +34,7 @@ const NETWORK: ReadonlySet<ConnectionEndReason> = new Set<ConnectionEndReason>([
   "pong_timeout",
   "handshake_timeout",
   "idle_timeout", // the gateway heard nothing from a foreground client: the link was dead
+  "slow_consumer", // the link could not keep up with what the gateway had to send
   "server_shutdown",
 ]);
 

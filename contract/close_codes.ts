@@ -21,6 +21,11 @@ export const closeCodeTable = {
   unauthorized: 4007,
   /** The connection exceeded its frame budget. */
   rate_limited: 4008,
+  /**
+   * The connection did not read its frames: more than the outbound buffer limit was waiting
+   * to be sent to it. The client reconnects; the gateway does not buffer without bound.
+   */
+  slow_consumer: 4009,
   /** Manual mode: the app called disconnect(). A normal close. */
   client_disconnect: 1000,
   /** A frame over the size limit (the standard "message too big" code). */

@@ -5,6 +5,7 @@
 import { z } from "zod";
 import { CloseReasonSchema } from "./close_codes.ts";
 import { ErrorCodeSchema } from "./errors.ts";
+import { MessageSchema, SeqSchema } from "./messages.ts";
 import { AppStateSchema, EpochMsSchema, ModeSchema, TimingSchema, UidSchema } from "./models.ts";
 
 /** Optional correlation id a client puts on a frame; the reply carries it back. (Number first:
@@ -105,12 +106,20 @@ export const ClosingFrameSchema = z.object({
   errorDescription: z.string(),
 }).strict();
 
+/** A message for this user; `seq` is its place in the user's event stream. */
+export const MessageFrameSchema = z.object({
+  type: z.literal("message"),
+  seq: SeqSchema,
+  message: MessageSchema,
+}).strict();
+
 export const ServerFrameSchema = z.discriminatedUnion("type", [
   ConnectedFrameSchema,
   PongFrameSchema,
   StateFrameSchema,
   ErrorFrameSchema,
   ClosingFrameSchema,
+  MessageFrameSchema,
 ]).meta({ id: "ServerFrame" });
 export type ServerFrame = z.infer<typeof ServerFrameSchema>;
 export type ServerFrameOf<T extends ServerFrame["type"]> = Extract<ServerFrame, { type: T }>;

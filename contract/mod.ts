@@ -5,5 +5,6 @@
 export * from "./errors.ts";
 export * from "./close_codes.ts";
 export * from "./models.ts";
+export * from "./messages.ts";
 export * from "./frames.ts";
 export * from "./routes.ts";

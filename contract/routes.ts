@@ -5,6 +5,7 @@
 import { initContract } from "@ts-rest/core";
 import { z } from "zod";
 import { ErrorPayloadSchema } from "./errors.ts";
+import { SendMessageBodySchema, SendMessageReplySchema } from "./messages.ts";
 import {
   AppIdSchema,
   AppStateSchema,
@@ -213,6 +214,15 @@ const serverRoutes = c.router({
     headers: ApiKeyHeadersSchema,
     responses: { 200: UserSessionsSchema, ...errorResponses(401, 404, ...common) },
     summary: "Read a user's sessions",
+  },
+  sendMessage: {
+    method: "POST",
+    path: "/v1/apps/:appId/messages",
+    pathParams: AppPathSchema,
+    headers: ApiKeyHeadersSchema,
+    body: SendMessageBodySchema,
+    responses: { 200: SendMessageReplySchema, ...errorResponses(401, 404, ...common) },
+    summary: "Send a message to one or more users (delivered to their connected sessions)",
   },
 });
 

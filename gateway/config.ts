@@ -39,6 +39,11 @@ export interface GatewayConfig {
   kvPath: string | undefined;
   maxFrameBytes: number;
   maxBodyBytes: number;
+  /**
+   * Bytes that may wait to be sent to one connection; a connection that falls further behind
+   * is closed (`slow_consumer`) instead of growing the gateway's memory.
+   */
+  maxBufferedBytes: number;
   /** Frames a connection may send per second (token bucket, burst of twice this). */
   frameRatePerSec: number;
   /** HTTP requests per client address per second (token bucket, burst of twice this). */
@@ -76,6 +81,7 @@ export const DEFAULTS = {
   kvPath: "./data/gateway.kv",
   maxFrameBytes: 64 * 1024,
   maxBodyBytes: 64 * 1024,
+  maxBufferedBytes: 1024 * 1024,
   frameRatePerSec: 100,
   httpRatePerSec: 200,
   sessionTtlMs: 30 * 24 * 3600 * 1000,
@@ -95,6 +101,7 @@ export const ENV_VARS = {
   KV_PATH: "Deno KV file; ':memory:' for none; 'platform' for Deno.openKv() without a path",
   MAX_FRAME_BYTES: "largest accepted WebSocket frame",
   MAX_BODY_BYTES: "largest accepted HTTP body",
+  MAX_BUFFERED_BYTES: "bytes waiting to be sent to one connection before it is closed as slow",
   RATE_LIMIT_FRAMES_PER_SEC: "frames per connection per second",
   RATE_LIMIT_HTTP_PER_SEC: "HTTP requests per client address per second",
   SESSION_TTL_MS: "session credential lifetime",
@@ -164,6 +171,7 @@ export function loadConfig(
     kvPath: kvRaw === "platform" ? undefined : (kvRaw || DEFAULTS.kvPath),
     maxFrameBytes: int("MAX_FRAME_BYTES", DEFAULTS.maxFrameBytes, 64),
     maxBodyBytes: int("MAX_BODY_BYTES", DEFAULTS.maxBodyBytes, 64),
+    maxBufferedBytes: int("MAX_BUFFERED_BYTES", DEFAULTS.maxBufferedBytes, 1024),
     frameRatePerSec: int("RATE_LIMIT_FRAMES_PER_SEC", DEFAULTS.frameRatePerSec, 1),
     httpRatePerSec: int("RATE_LIMIT_HTTP_PER_SEC", DEFAULTS.httpRatePerSec, 1),
     sessionTtlMs: int("SESSION_TTL_MS", DEFAULTS.sessionTtlMs, 1000),

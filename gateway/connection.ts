@@ -50,6 +50,7 @@ const closeDescriptions: Record<CloseReason, string> = {
   logged_out: "The session logged out.",
   unauthorized: "The session credential is not valid.",
   rate_limited: "Too many frames.",
+  slow_consumer: "The connection did not read its frames fast enough.",
   client_disconnect: "Disconnected by the app.",
   payload_too_large: "A frame was over the size limit.",
   server_shutdown: "The gateway is restarting.",
@@ -96,6 +97,19 @@ export class Connection implements SocketPort {
 
   send(frame: ServerFrame): void {
     if (this.#socket.readyState === WebSocket.OPEN) this.#socket.send(JSON.stringify(frame));
+  }
+
+  sendEvent(text: string): boolean {
+    if (this.#closed || this.#socket.readyState !== WebSocket.OPEN) return false;
+    // Backpressure: what the peer has not read yet stays in the gateway's memory. A peer that
+    // lets it pass the limit is closed (and reconnects) rather than the gateway holding it
+    // all. (`length` counts UTF-16 units, close enough to bytes for a bound like this one.)
+    if (this.#socket.bufferedAmount + text.length > this.#ctx.config.maxBufferedBytes) {
+      this.#closeForConnectionRule("slow_consumer");
+      return false;
+    }
+    this.#socket.send(text);
+    return true;
   }
 
   /** The one close funnel: `closing` frame, then the close code of the reason. */

@@ -15,6 +15,7 @@ import type {
   CloseReason,
   DisconnectReason,
   ErrorCode,
+  Message,
   Mode,
   ServerFrame,
   SessionView,
@@ -34,6 +35,11 @@ import type { GatewayStore, SessionRecord, UserStateChange } from "./store/types
 /** What the state object needs of a live socket. */
 export interface SocketPort {
   send(frame: ServerFrame): void;
+  /**
+   * Writes an already encoded event frame; false when it was not written (the socket is
+   * closing, or it is too far behind and is closed as `slow_consumer` instead).
+   */
+  sendEvent(text: string): boolean;
   /** Sends the `closing` frame and closes with the reason's code; idempotent. */
   close(reason: CloseReason): void;
 }
@@ -54,6 +60,15 @@ export interface LiveSession {
 export type CallResult =
   | { ok: true; session: LiveSession }
   | { ok: false; errorCode: ErrorCode };
+
+/**
+ * Sequence numbers are reserved in blocks, so that handing one out never waits for the store:
+ * the next reservation is written when half of the block is used, and a restart continues
+ * above the last reservation written (a crash skips the rest of a block). The first event
+ * after the user's state is loaded is the exception: it goes out while its reservation is
+ * still in the group commit (~1 ms), so a crash inside that window can hand its seq out again.
+ */
+const SEQ_BLOCK = 1_000;
 
 /** Shared machinery of all state objects of one gateway process. */
 export class UserStateRuntime {
@@ -95,17 +110,21 @@ export class UserState {
   /** Sessions written or deleted since the last flush. */
   #dirtySessions = new Set<string>();
   #deletedSessions = new Set<string>();
+  /** The last event sequence number handed out, and the highest one reserved in the store. */
+  #lastSeq: number;
+  #seqReservedTo: number;
 
   constructor(
     runtime: UserStateRuntime,
     appId: string,
     uid: string,
-    loaded?: { lastSeenAt: number | null; sessions: SessionRecord[] },
+    loaded?: { lastSeenAt: number | null; seqReservedTo?: number; sessions: SessionRecord[] },
   ) {
     this.#runtime = runtime;
     this.appId = appId;
     this.uid = uid;
     this.#lastSeenAt = loaded?.lastSeenAt ?? null;
+    this.#lastSeq = this.#seqReservedTo = loaded?.seqReservedTo ?? 0;
     for (const record of loaded?.sessions ?? []) {
       this.#sessions.set(record.sessionId, {
         owner: this,
@@ -211,6 +230,32 @@ export class UserState {
     return result;
   }
 
+  /** The last event sequence number this user was given (0 before the first). */
+  get lastSeq(): number {
+    return this.#lastSeq;
+  }
+
+  /**
+   * A message for this user: it takes the next sequence number and goes to every session that
+   * holds a connection. Returns the seq and how many connections it was written to.
+   */
+  deliver(message: Message): { seq: number; deliveredTo: number } {
+    const seq = ++this.#lastSeq;
+    if (seq > this.#seqReservedTo - SEQ_BLOCK / 2) {
+      this.#seqReservedTo = seq + SEQ_BLOCK;
+      this.#runtime.writer.markDirty(this);
+    }
+    let text: string | null = null;
+    let deliveredTo = 0;
+    for (const session of this.#sessions.values()) {
+      if (session.socket === null) continue;
+      // Encoded once for all of the user's connections.
+      text ??= JSON.stringify({ type: "message", seq, message } satisfies ServerFrame);
+      if (session.socket.sendEvent(text)) deliveredTo++;
+    }
+    return { seq, deliveredTo };
+  }
+
   /** The wheel says a session's deadline is due. */
   alarm(session: LiveSession): void {
     if (this.#sessions.get(session.sessionId) !== session) return;
@@ -274,7 +319,11 @@ export class UserState {
     const change: UserStateChange = {
       appId: this.appId,
       uid: this.uid,
-      meta: { lastSeenAt: this.#lastSeenAt, held: this.#connectedCount > 0 },
+      meta: {
+        lastSeenAt: this.#lastSeenAt,
+        held: this.#connectedCount > 0,
+        seqReservedTo: this.#seqReservedTo,
+      },
       putSessions,
       deleteSessions: [...this.#deletedSessions],
     };
@@ -494,6 +543,7 @@ export class UserStates {
       loading = this.runtime.store.loadUserState(appId, uid).then((record) => {
         const created = new UserState(this.runtime, appId, uid, {
           lastSeenAt: record?.meta.lastSeenAt ?? null,
+          seqReservedTo: record?.meta.seqReservedTo,
           sessions: record?.sessions ?? [],
         });
         this.#users.set(key, created);

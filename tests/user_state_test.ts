@@ -3,7 +3,7 @@
  * wheel, the lifecycle engine and the group-committed store, without sockets.
  */
 import assert from "node:assert/strict";
-import type { CloseReason } from "../contract/mod.ts";
+import type { CloseReason, Message } from "../contract/mod.ts";
 import { ManualClock } from "../gateway/clock.ts";
 import { DEFAULTS } from "../gateway/config.ts";
 import { KvStore } from "../gateway/store/kv.ts";
@@ -12,15 +12,21 @@ import { type SocketPort, UserStateRuntime, UserStates } from "../gateway/user_s
 class FakeSocket implements SocketPort {
   closes: Array<{ reason: CloseReason; at: number }> = [];
   constructor(private clock: ManualClock) {}
+  events: Array<{ seq: number; message: Message }> = [];
   send(): void {}
+  sendEvent(text: string): boolean {
+    this.events.push(JSON.parse(text));
+    return true;
+  }
   close(reason: CloseReason): void {
     this.closes.push({ reason, at: this.clock.now() });
   }
 }
 
-async function setup() {
+/** A runtime on fake time; `shared` is a store that outlives it (a restart), else its own. */
+async function setup(shared?: KvStore) {
   const clock = new ManualClock();
-  const store = await KvStore.open(":memory:");
+  const store = shared ?? await KvStore.open(":memory:");
   const runtime = new UserStateRuntime(
     clock,
     {
@@ -41,7 +47,7 @@ async function setup() {
     users,
     [Symbol.asyncDispose]: async () => {
       await users.shutdown();
-      store.close();
+      if (shared === undefined) store.close();
     },
   };
 }
@@ -137,4 +143,67 @@ Deno.test("user state: a ping that only extends a deadline is written lazily, th
   await settle(1_000);
   assert.equal((await stored())!.liveness.deadline, extended, "…and is written within 1 s");
   assert.ok((await stored())!.lastPingAt !== null);
+});
+
+const textTo = (to: string, text: string): Message => ({
+  kind: "text",
+  text,
+  id: `m_${text}`,
+  from: null,
+  to,
+  sentAt: 0,
+});
+
+Deno.test("user state: a message goes to connected sessions only, with the next seq", async () => {
+  await using env = await setup();
+  const { clock, users } = env;
+  const user = await users.get("demo", "u1");
+  user.createSession("s1", "auto");
+  user.createSession("s2", "manual"); // logged in, never connected
+  const socket = new FakeSocket(clock);
+  user.attach("s1", socket, "foreground", false);
+
+  assert.deepEqual(user.deliver(textTo("u1", "a")), { seq: 1, deliveredTo: 1 });
+  assert.deepEqual(user.deliver(textTo("u1", "b")), { seq: 2, deliveredTo: 1 });
+  assert.deepEqual(socket.events.map((e) => [e.seq, e.message.kind === "text" && e.message.text]), [
+    [1, "a"],
+    [2, "b"],
+  ]);
+  user.socketClosed("s1", socket, "connection_lost");
+  assert.deepEqual(user.deliver(textTo("u1", "c")), { seq: 3, deliveredTo: 0 });
+  assert.equal(socket.events.length, 2, "an offline session gets nothing (no retention yet)");
+});
+
+Deno.test("user state: seq keeps increasing across a restart and across a crash", async () => {
+  const store = await KvStore.open(":memory:");
+  try {
+    // A graceful stop: the stream continues above everything handed out.
+    {
+      await using env = await setup(store);
+      const user = await env.users.get("demo", "u1");
+      for (let i = 0; i < 700; i++) user.deliver(textTo("u1", `${i}`));
+      assert.equal(user.lastSeq, 700);
+    }
+    let resumedAt: number;
+    {
+      const env = await setup(store);
+      const user = await env.users.get("demo", "u1");
+      resumedAt = user.deliver(textTo("u1", "after restart")).seq;
+      assert.ok(resumedAt > 700, `seq ${resumedAt} repeats one handed out before the restart`);
+      env.clock.advance(1); // the reservation's group commit
+      await env.users.runtime.writer.flushAll();
+      for (let i = 0; i < 10; i++) user.deliver(textTo("u1", `x${i}`));
+      // A crash: nothing more is written (no shutdown, timers stopped).
+      env.users.runtime.writer.close();
+      env.users.runtime.alarms.close();
+    }
+    {
+      await using env = await setup(store);
+      const user = await env.users.get("demo", "u1");
+      const seq = user.deliver(textTo("u1", "after crash")).seq;
+      assert.ok(seq > resumedAt + 10, `seq ${seq} repeats one handed out before the crash`);
+    }
+  } finally {
+    store.close();
+  }
 });

@@ -320,17 +320,44 @@ async function fanout() {
   emit("ready");
   await waitGo();
   const t0 = performance.now();
-  conns[0].send(textFrame(
-    kind === "sio"
-      ? `42["fanout",{"count":${cfg.messages}}]`
-      : `{"type":"fanout","count":${cfg.messages}}`,
-  ));
+  if (kind === "gateway") void sendGatewayMessages();
+  else {
+    conns[0].send(textFrame(
+      kind === "sio"
+        ? `42["fanout",{"count":${cfg.messages}}]`
+        : `{"type":"fanout","count":${cfg.messages}}`,
+    ));
+  }
   await Promise.race([finished, sleep(cfg.timeoutMs)]);
   emit("result", {
     rate: (received / (last - t0)) * 1000,
     received,
     ms: last - t0,
   });
+}
+
+/**
+ * The gateway's fan-out goes through its server API: `messages` text messages round-robin
+ * over all users (one connection each), sent as multi-recipient sends of up to 1 000 users,
+ * a few requests in flight. Every message is a real one (id, sender, per-user seq).
+ */
+async function sendGatewayMessages() {
+  const BATCH = 1_000;
+  const sends = [];
+  for (let first = 0; first < cfg.messages; first += BATCH) {
+    const to = [];
+    for (let k = first; k < Math.min(first + BATCH, cfg.messages); k++) {
+      to.push(uidOf(k % cfg.conns));
+    }
+    sends.push(to);
+  }
+  await pool(sends.length, 16, async (i) => {
+    const res = await post(`/v1/apps/${DEV.appId}/messages`, {
+      to: sends[i],
+      message: { kind: "text", text: `m${i}` },
+    }, { apikey: DEV.apiKey });
+    if (res.status !== 200) throw new Error(`send: ${res.status} ${res.body}`);
+  }).catch((err) => emit("error", { message: String(err) }));
 }
 
 /**

@@ -1,13 +1,36 @@
-/** The server API (with the app's `apikey`): users, auth tokens, presence and sessions. */
-import { contract } from "../../contract/mod.ts";
+/**
+ * The server API (with the app's `apikey`): users, auth tokens, presence, sessions and
+ * messages.
+ */
+import { contract, type Message } from "../../contract/mod.ts";
 import { toBase64Url } from "../credential.ts";
 import { GatewayError } from "../errors.ts";
 import type { GatewayServices } from "../services.ts";
+import type { UserState } from "../user_state.ts";
 import { serverApp } from "./auth.ts";
 import { implement, type ImplementedRoute } from "./define.ts";
 
 export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
   const { store, users, clock } = services;
+
+  /**
+   * Users known to exist, per app. Users are never deleted, so a positive answer stays true;
+   * a send to many recipients then checks the store once per recipient, not once per send.
+   */
+  const existing = new Map<string, Set<string>>();
+  const missingUsers = async (appId: string, uids: string[]): Promise<string[]> => {
+    let known = existing.get(appId);
+    if (known === undefined) existing.set(appId, known = new Set());
+    const unknown = uids.filter((uid) => !known.has(uid));
+    if (unknown.length === 0) return unknown;
+    const found = await Promise.all(unknown.map((uid) => store.getUser(appId, uid)));
+    const missing: string[] = [];
+    unknown.forEach((uid, i) => {
+      if (found[i] === null) missing.push(uid);
+      else known.add(uid);
+    });
+    return missing;
+  };
 
   const requireUser = async (appId: string, uid: string) => {
     const user = await store.getUser(appId, uid);
@@ -81,6 +104,33 @@ export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
           sessions: [...state.sessions()].map((s) => state.view(s)),
         },
       };
+    }),
+
+    implement(contract.server.sendMessage, async ({ params, body }, c) => {
+      const app = serverApp(services, c, params.appId);
+      const named = body.from === undefined ? body.to : [...body.to, body.from];
+      const missing = await missingUsers(app.appId, named);
+      if (missing.length > 0) {
+        // Nothing is sent unless every recipient exists: a typo must not half-deliver.
+        throw new GatewayError(
+          "ERR_UID_NOT_FOUND",
+          `No user ${missing.map((uid) => `'${uid}'`).join(", ")} exists.`,
+          { uids: missing },
+        );
+      }
+      // In memory for connected users; loaded (once) for the others, whose seq still counts.
+      const states = body.to.map((uid) => users.peek(app.appId, uid) ?? users.get(app.appId, uid));
+      if (states.some((state) => state instanceof Promise)) {
+        for (let i = 0; i < states.length; i++) states[i] = await states[i];
+      }
+      const id = `msg_${randomToken()}`;
+      const sentAt = clock.now();
+      const from = body.from ?? null;
+      const recipients = (states as UserState[]).map((state) => {
+        const message: Message = { ...body.message, id, from, to: state.uid, sentAt };
+        return { uid: state.uid, ...state.deliver(message) };
+      });
+      return { status: 200 as const, body: { id, sentAt, recipients } };
     }),
   ];
 }

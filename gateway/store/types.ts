@@ -30,6 +30,11 @@ export interface UserMetaRecord {
   lastSeenAt: number | null;
   /** Whether any session holds a connection: such users are revived after a restart. */
   held: boolean;
+  /**
+   * Event sequence numbers up to this one may have been handed out; after a restart the user's
+   * stream continues above it. Absent in records written before messages existed (= 0).
+   */
+  seqReservedTo?: number;
 }
 
 /** The durable state of one user, as loaded. */

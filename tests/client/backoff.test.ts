@@ -78,6 +78,7 @@ Deno.test("policy: reconnect decisions for every mode, app state and reason", ()
     "pong_timeout",
     "handshake_timeout",
     "idle_timeout",
+    "slow_consumer",
     "server_shutdown",
   ]);
   const reasons: ConnectionEndReason[] = [

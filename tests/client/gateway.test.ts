@@ -350,6 +350,45 @@ Deno.test("reasons: replaced, unauthorized, server_shutdown reach the listeners 
   await client.destroy();
 });
 
+Deno.test("messages: listeners get text and custom messages with their seq; removed ones don't", async () => {
+  await withGateway(async (gw) => {
+    const { client } = await loggedIn(gw.url, "auto");
+    const got: string[] = [];
+    client.addMessageListener("a", {
+      onTextMessageReceived: (m, seq) => got.push(`a:${seq}:text:${m.text}:${m.from}`),
+      onCustomMessageReceived: (m, seq) => got.push(`a:${seq}:${m.customType}:${m.data.n}`),
+    });
+    client.addMessageListener("b", {
+      onTextMessageReceived: () => {
+        throw new Error("a throwing listener must not stop the others");
+      },
+    });
+    const rest = createRestClient({ baseUrl: gw.url });
+    const send = (
+      message: { kind: "text"; text: string } | {
+        kind: "custom";
+        customType: string;
+        data: Record<string, unknown>;
+      },
+    ) =>
+      rest.server.sendMessage({
+        params: { appId: DEV.appId },
+        headers: { apikey: DEV.apiKey },
+        body: { to: ["superhero1"], from: "superhero2", message },
+      });
+    assert.equal((await send({ kind: "text", text: "hi" })).status, 200);
+    assert.equal((await send({ kind: "custom", customType: "poll", data: { n: 3 } })).status, 200);
+    await waitUntil(() => got.length === 2);
+    assert.deepEqual(got, ["a:1:text:hi:superhero2", "a:2:poll:3"]);
+
+    client.removeMessageListener("a");
+    assert.equal((await send({ kind: "text", text: "unheard" })).status, 200);
+    await sleep(100);
+    assert.equal(got.length, 2);
+    await client.destroy();
+  });
+});
+
 Deno.test("app restart: a stored user reconnects at init (file storage)", async () => {
   await withGateway(async (gw) => {
     const dir = await Deno.makeTempDir();

@@ -1,0 +1,76 @@
+/**
+ * Messages (SPEC §6): what the server API sends and what a connected session receives.
+ *
+ * A message is delivered to every connected session of each recipient as a `message` frame
+ * that carries the recipient's own sequence number. Retention and resume from a sequence
+ * number are not built yet: a recipient with no connected session does not get the message.
+ */
+import { z } from "zod";
+import { EpochMsSchema, UidSchema } from "./models.ts";
+
+/** Longest text of a text message, in characters. */
+export const MAX_MESSAGE_TEXT = 10_000;
+/** Most recipients of one send. */
+export const MAX_RECIPIENTS = 1_000;
+
+const TextContent = z.object({
+  kind: z.literal("text"),
+  text: z.string().min(1).max(MAX_MESSAGE_TEXT),
+});
+
+const CustomContent = z.object({
+  kind: z.literal("custom"),
+  /** The app's own name for what `data` holds. */
+  customType: z.string().min(1).max(64),
+  data: z.record(z.string(), z.unknown()),
+});
+
+/** What a sender supplies: a text, or the app's own JSON object. */
+export const MessageContentSchema = z.discriminatedUnion("kind", [
+  TextContent.strict(),
+  CustomContent.strict(),
+]).meta({ id: "MessageContent" });
+export type MessageContent = z.infer<typeof MessageContentSchema>;
+
+const Envelope = {
+  /** One id per send: every recipient of a multi-recipient send sees the same id. */
+  id: z.string(),
+  /** The sending user, or null when the app's server sent it. */
+  from: UidSchema.nullable(),
+  /** The recipient this copy is for. */
+  to: UidSchema,
+  sentAt: EpochMsSchema,
+};
+
+/** A message as a recipient sees it. */
+export const MessageSchema = z.discriminatedUnion("kind", [
+  TextContent.extend(Envelope).strict(),
+  CustomContent.extend(Envelope).strict(),
+]).meta({ id: "Message" });
+export type Message = z.infer<typeof MessageSchema>;
+
+/** Per-user event sequence numbers start at 1 and only increase, across restarts too. */
+export const SeqSchema = z.number().int().positive();
+
+export const SendMessageBodySchema = z.object({
+  to: z.array(UidSchema).min(1).max(MAX_RECIPIENTS).refine(
+    (uids) => new Set(uids).size === uids.length,
+    { message: "each uid may appear once" },
+  ),
+  /** Send on behalf of this user; left out, the message is from the app's server. */
+  from: UidSchema.optional(),
+  message: MessageContentSchema,
+}).strict().meta({ id: "SendMessageBody" });
+
+export const SendMessageReplySchema = z.object({
+  id: z.string(),
+  sentAt: EpochMsSchema,
+  recipients: z.array(z.object({
+    uid: UidSchema,
+    /** The sequence number the message got in this recipient's stream. */
+    seq: SeqSchema,
+    /** Connections it was written to now; 0 when the recipient was offline. */
+    deliveredTo: z.number().int().nonnegative(),
+  })),
+}).meta({ id: "SendMessageReply" });
+export type SendMessageReply = z.infer<typeof SendMessageReplySchema>;
