@@ -4,6 +4,8 @@
  * object without a store read; the state object still checks that the session exists, so a
  * logout revokes a credential at once.
  */
+import { HmacSha256 } from "./hmac_sha256.ts";
+
 export interface CredentialClaims {
   appId: string;
   uid: string;
@@ -16,39 +18,25 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 export class CredentialSigner {
-  readonly #key: CryptoKey;
+  readonly #hmac: HmacSha256;
 
-  private constructor(key: CryptoKey) {
-    this.#key = key;
+  constructor(secret: string) {
+    this.#hmac = new HmacSha256(encoder.encode(secret));
   }
 
-  static async create(secret: string): Promise<CredentialSigner> {
-    const key = await crypto.subtle.importKey(
-      "raw",
-      encoder.encode(secret),
-      { name: "HMAC", hash: "SHA-256" },
-      false,
-      ["sign", "verify"],
-    );
-    return new CredentialSigner(key);
-  }
-
-  async sign(claims: CredentialClaims): Promise<string> {
+  sign(claims: CredentialClaims): string {
     const body = toBase64Url(encoder.encode(JSON.stringify(claims)));
-    const signature = await crypto.subtle.sign("HMAC", this.#key, encoder.encode(body));
-    return `${body}.${toBase64Url(new Uint8Array(signature))}`;
+    return `${body}.${toBase64Url(this.#hmac.mac(encoder.encode(body)))}`;
   }
 
   /** The claims of a valid, unexpired credential; null for anything else. */
-  async verify(credential: string, now: number): Promise<CredentialClaims | null> {
+  verify(credential: string, now: number): CredentialClaims | null {
     if (credential.length > 1024) return null;
     const dot = credential.indexOf(".");
     if (dot <= 0) return null;
     const body = credential.slice(0, dot);
     const signature = fromBase64Url(credential.slice(dot + 1));
-    if (signature === null) return null;
-    const valid = await crypto.subtle.verify("HMAC", this.#key, signature, encoder.encode(body));
-    if (!valid) return null;
+    if (signature === null || !this.#hmac.verify(signature, encoder.encode(body))) return null;
     const bytes = fromBase64Url(body);
     if (bytes === null) return null;
     try {
@@ -68,7 +56,7 @@ export function toBase64Url(bytes: Uint8Array): string {
   return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
 }
 
-function fromBase64Url(text: string): Uint8Array<ArrayBuffer> | null {
+function fromBase64Url(text: string): Uint8Array | null {
   if (!/^[A-Za-z0-9_-]*$/.test(text)) return null;
   try {
     const binary = atob(text.replaceAll("-", "+").replaceAll("_", "/"));

@@ -75,7 +75,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     apps: new Map(config.apps.map((a) => [a.appId, a])),
     store,
     users,
-    signer: await CredentialSigner.create(config.sessionSecret),
+    signer: new CredentialSigner(config.sessionSecret),
     connections,
     httpLimiter: new KeyedRateLimiter(config.httpRatePerSec, config.httpRatePerSec * 2),
   };

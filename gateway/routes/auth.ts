@@ -45,7 +45,7 @@ export async function resolveCredential(
   services: GatewayServices,
   credential: string,
 ): Promise<{ user: UserState; session: LiveSession } | null> {
-  const claims = await services.signer.verify(credential, services.clock.now());
+  const claims = services.signer.verify(credential, services.clock.now());
   if (claims === null || !services.apps.has(claims.appId)) return null;
   const user = await services.users.get(claims.appId, claims.uid);
   const session = user.session(claims.sessionId);

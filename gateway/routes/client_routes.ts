@@ -64,7 +64,7 @@ export function clientRoutes(services: GatewayServices): ImplementedRoute[] {
       const session = state.createSession(crypto.randomUUID(), body.mode ?? "auto");
       // Output gate: the session is on disk before anyone can use its credential.
       await services.users.runtime.writer.durable();
-      const credential = await signer.sign({
+      const credential = signer.sign({
         appId: app.appId,
         uid,
         sessionId: session.sessionId,
