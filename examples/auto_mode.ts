@@ -2,11 +2,10 @@
  * Auto mode: the client opens, keeps and reopens the socket by itself.
  * Run against `deno task serve`: `deno run --allow-net --allow-env examples/auto_mode.ts`.
  */
-import { AppSettingsBuilder, GatewayClient } from "../client/mod.ts";
+import { AppSettingsBuilder, createRestClient, GatewayClient } from "../client/mod.ts";
 
-const client = new GatewayClient({
-  baseUrl: Deno.env.get("GATEWAY_URL") ?? "http://127.0.0.1:8000",
-});
+const baseUrl = Deno.env.get("GATEWAY_URL") ?? "http://127.0.0.1:8000";
+const client = new GatewayClient({ baseUrl });
 const settings = new AppSettingsBuilder()
   .setRegion("us")
   .subscribePresenceForAllUsers()
@@ -47,6 +46,22 @@ connected = next("connected");
 await client.setAppState("foreground");
 await connected;
 console.log(`status: ${client.getConnectionStatus()}`);
+
+// A message: here the app's own server sends it through the server API (dev API key).
+const received = new Promise<void>((resolve) =>
+  client.addMessageListener("log", {
+    onTextMessageReceived: (message, seq) => {
+      console.log(`message #${seq} from ${message.from ?? "the app's server"}: ${message.text}`);
+      resolve();
+    },
+  })
+);
+await createRestClient({ baseUrl }).server.sendMessage({
+  params: { appId: "demo" },
+  headers: { apikey: "dev_api_key__not_secret" },
+  body: { to: ["superhero1"], message: { kind: "text", text: "hello" } },
+});
+await received;
 
 await client.logout();
 await client.destroy();

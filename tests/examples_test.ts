@@ -21,6 +21,7 @@ Deno.test("example: auto mode connects, is closed in background, reconnects in f
   const order = [
     "disconnected: background (4001)",
     "status: connected",
+    "message #1 from the app's server: hello",
     "disconnected: logged_out (4006)",
   ];
   assert.deepEqual(lines.filter((l) => order.includes(l)), order);
