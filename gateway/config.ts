@@ -79,7 +79,12 @@ export const DEFAULTS = {
   persistDelayMs: 1,
   persistLazyMs: 1_000,
   kvPath: "./data/gateway.kv",
-  maxFrameBytes: 64 * 1024,
+  // Deno's WebSocket read buffer is 8 KiB per connection and grows, for good, to the largest
+  // frame received (fastwebsockets): one 60 KB frame leaves ~65 KB more native memory on that
+  // connection. A limit near the buffer's size keeps accepted frames from growing it, and a
+  // larger frame closes the connection, which frees it. Protocol frames are far smaller.
+  // (bench/ws_memory_probe.ts measures it.)
+  maxFrameBytes: 8 * 1024,
   maxBodyBytes: 64 * 1024,
   maxBufferedBytes: 1024 * 1024,
   frameRatePerSec: 100,
