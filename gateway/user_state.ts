@@ -64,7 +64,8 @@ export type CallResult =
 /**
  * Sequence numbers are reserved in blocks, so that handing one out never waits for the store:
  * the next reservation is written when half of the block is used, and a restart continues
- * above the last reservation written (a crash skips the rest of a block). The first event
+ * above the last reservation written (a graceful stop writes back the last number used; a
+ * crash skips the rest of a block). The first event
  * after the user's state is loaded is the exception: it goes out while its reservation is
  * still in the group commit (~1 ms), so a crash inside that window can hand its seq out again.
  */
@@ -276,12 +277,20 @@ export class UserState {
     }
   }
 
-  /** Shutdown: close sockets with 1012 and keep the state as it is, deadlines included. */
+  /**
+   * Shutdown: close sockets with 1012 and keep the state as it is, deadlines included. The
+   * unused rest of the seq block is given back, so a graceful restart continues at the next
+   * number (only a crash leaves a gap).
+   */
   closeSocketsForShutdown(): void {
     for (const session of this.#sessions.values()) {
       const socket = session.socket;
       session.socket = null;
       socket?.close("server_shutdown");
+    }
+    if (this.#seqReservedTo !== this.#lastSeq) {
+      this.#seqReservedTo = this.#lastSeq;
+      this.#runtime.writer.markDirty(this);
     }
   }
 
