@@ -38,8 +38,9 @@ const ctx: ConnectionContext = {
   idle: new DeadlineWheel<Connection>(systemClock, 100, () => {}),
   open: new Set(),
   timing: timingOf(config),
+  login: () => Promise.reject(new Error("not used here")),
 };
-new Connection(socket as unknown as WebSocket, ctx, user, "s1");
+new Connection(socket as unknown as WebSocket, ctx, { kind: "credential", user, sessionId: "s1" });
 socket.onopen!();
 socket.onmessage!({ data: '{"type":"connect"}' });
 if (manual) socket.onmessage!({ data: '{"type":"app_state","state":"background"}' });

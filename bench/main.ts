@@ -58,6 +58,12 @@ export const ARMS: Record<string, Arm> = {
       ping: '{"type":"ping","id":1,"source":"app"}',
     },
   },
+  gateway_socket_login: {
+    label: "gateway, login inside the handshake",
+    server: "gateway",
+    kind: "gateway",
+    gen: { socketLogin: true },
+  },
   gateway_resume: {
     label: "gateway, sessions logged in before (reconnect storm)",
     server: "gateway",
@@ -133,7 +139,7 @@ const SCENARIOS: Record<string, Scenario> = {
     },
   },
   storm: {
-    arms: ["gateway", "gateway_resume", "raw_deno", "node_ws", "socket_io"],
+    arms: ["gateway", "gateway_socket_login", "gateway_resume", "raw_deno", "node_ws", "socket_io"],
     async measure(gen) {
       const { rate, connectMs, genCpu } = await gen.next("result") as {
         rate: number;

@@ -6,7 +6,15 @@ import { z } from "zod";
 import { CloseReasonSchema } from "./close_codes.ts";
 import { ErrorCodeSchema } from "./errors.ts";
 import { MessageSchema, SeqSchema } from "./messages.ts";
-import { AppStateSchema, EpochMsSchema, ModeSchema, TimingSchema, UidSchema } from "./models.ts";
+import {
+  AppIdSchema,
+  AppStateSchema,
+  EpochMsSchema,
+  ModeSchema,
+  TimingSchema,
+  UidSchema,
+} from "./models.ts";
+import { KeyLoginSchema, LoginReplySchema, TokenLoginSchema } from "./routes.ts";
 
 /** Optional correlation id a client puts on a frame; the reply carries it back. (Number first:
  * clients mostly count, and zod tries union members in order.) */
@@ -14,12 +22,25 @@ const FrameId = z.union([z.number().int(), z.string().max(64)]).optional();
 
 // ---- client → server ----
 
+/**
+ * A login inside the handshake: the login body plus the appId. It creates a session as
+ * `POST /v1/apps/{appId}/login` does and connects it, in one round trip (a socket opened
+ * without a credential).
+ */
+export const SocketLoginSchema = z.union([
+  TokenLoginSchema.extend({ appId: AppIdSchema }),
+  KeyLoginSchema.extend({ appId: AppIdSchema }),
+]);
+export type SocketLogin = z.infer<typeof SocketLoginSchema>;
+
 /** The handshake: the first frame after the upgrade. Until it arrives nothing else is read. */
 export const ConnectFrameSchema = z.object({
   type: z.literal("connect"),
   id: FrameId,
   appState: AppStateSchema.default("foreground"),
   backgroundService: z.boolean().default(false),
+  /** Only on a socket opened without a credential: log in, then connect. */
+  login: SocketLoginSchema.optional(),
 }).strict();
 
 /**
@@ -55,6 +76,7 @@ export const ClientFrameSchema = z.discriminatedUnion("type", [
   DisconnectFrameSchema,
 ]).meta({ id: "ClientFrame" });
 export type ClientFrame = z.infer<typeof ClientFrameSchema>;
+export type ClientFrameOf<T extends ClientFrame["type"]> = Extract<ClientFrame, { type: T }>;
 /** What a client may write (defaults may be left out). */
 export type ClientFrameInput = z.input<typeof ClientFrameSchema>;
 
@@ -71,6 +93,8 @@ export const ConnectedFrameSchema = z.object({
   backgroundDeadline: EpochMsSchema.nullable(),
   serverTime: EpochMsSchema,
   timing: TimingSchema,
+  /** The login's reply (user, session credential) when the connect frame logged in. */
+  login: LoginReplySchema.optional(),
 }).strict();
 
 export const PongFrameSchema = z.object({

@@ -69,15 +69,19 @@ export const InitReplySchema = z.object({
 }).meta({ id: "InitReply" });
 export type InitReply = z.infer<typeof InitReplySchema>;
 
-export const LoginBodySchema = z.union([
-  z.object({ authToken: z.string().min(1).max(512), mode: ModeSchema.default("auto") }).strict(),
-  z.object({
-    uid: UidSchema,
-    authKey: z.string().min(1).max(512),
-    mode: ModeSchema.default("auto"),
-  })
-    .strict(),
-]).meta({
+/** Login with an auth token from the server API. */
+export const TokenLoginSchema = z.object({
+  authToken: z.string().min(1).max(512),
+  mode: ModeSchema.default("auto"),
+}).strict();
+/** Login with uid + the app's dev authKey (when the app enables it). */
+export const KeyLoginSchema = z.object({
+  uid: UidSchema,
+  authKey: z.string().min(1).max(512),
+  mode: ModeSchema.default("auto"),
+}).strict();
+
+export const LoginBodySchema = z.union([TokenLoginSchema, KeyLoginSchema]).meta({
   id: "LoginBody",
   description: "An auth token from the server API, or (when the app enables it) uid + dev authKey.",
 });

@@ -5,11 +5,14 @@
  */
 import {
   type ClientFrame,
+  type ClientFrameOf,
   ClientFrameSchema,
   closeCodeTable,
   type CloseReason,
   type ErrorCode,
   errorPayload,
+  type LoginBody,
+  type LoginReply,
   type ServerFrame,
   type Timing,
   validationDetails,
@@ -20,6 +23,8 @@ import { TokenBucket } from "./rate_limit.ts";
 import type { LiveSession, SocketPort, UserState } from "./user_state.ts";
 import type { Clock } from "./clock.ts";
 import type { GatewayConfig } from "./config.ts";
+import { GatewayError } from "./errors.ts";
+import type { LoginResult } from "./login.ts";
 
 /** What every connection of a process shares. */
 export interface ConnectionContext {
@@ -30,7 +35,18 @@ export interface ConnectionContext {
   /** Live connections, for shutdown. */
   open: Set<Connection>;
   timing: Timing;
+  /** A login inside the handshake (`connect` with `login`); as `POST …/login` does it. */
+  login(appId: string, body: LoginBody): Promise<LoginResult>;
 }
+
+/**
+ * How the socket was authenticated at the upgrade: by a valid credential, by none (the
+ * `connect` frame must then log in), or by a refused one (closed as soon as it opens).
+ */
+export type SocketAuth =
+  | { kind: "credential"; user: UserState; sessionId: string }
+  | { kind: "login" }
+  | { kind: "refused" };
 
 const utf8 = new TextEncoder();
 
@@ -59,8 +75,11 @@ const closeDescriptions: Record<CloseReason, string> = {
 export class Connection implements SocketPort {
   readonly #socket: WebSocket;
   readonly #ctx: ConnectionContext;
-  readonly #user: UserState | null;
-  readonly #sessionId: string | null;
+  /** Set at the upgrade (credential) or by the login inside the handshake. */
+  #user: UserState | null;
+  #sessionId: string | null;
+  #refused: boolean;
+  #loggingIn = false;
   #session: LiveSession | null = null;
   #closed = false;
   #lastSeenAt: number;
@@ -68,20 +87,15 @@ export class Connection implements SocketPort {
   #strikes = 0;
 
   /**
-   * `user`/`sessionId` are null when the credential was refused: the socket is then closed as
-   * `unauthorized` as soon as it opens, so that browsers (which cannot read an HTTP error on
-   * an upgrade) still learn why.
+   * A refused credential still gets a socket, closed as `unauthorized` as soon as it opens, so
+   * that browsers (which cannot read an HTTP error on an upgrade) still learn why.
    */
-  constructor(
-    socket: WebSocket,
-    ctx: ConnectionContext,
-    user: UserState | null,
-    sessionId: string | null,
-  ) {
+  constructor(socket: WebSocket, ctx: ConnectionContext, auth: SocketAuth) {
     this.#socket = socket;
     this.#ctx = ctx;
-    this.#user = user;
-    this.#sessionId = sessionId;
+    this.#user = auth.kind === "credential" ? auth.user : null;
+    this.#sessionId = auth.kind === "credential" ? auth.sessionId : null;
+    this.#refused = auth.kind === "refused";
     const now = ctx.clock.now();
     this.#lastSeenAt = now;
     this.#bucket = new TokenBucket(ctx.config.frameRatePerSec, ctx.config.frameRatePerSec * 2, now);
@@ -136,7 +150,7 @@ export class Connection implements SocketPort {
   }
 
   #onOpen(): void {
-    if (this.#user === null) {
+    if (this.#refused) {
       this.#sendError("AUTH_ERR_AUTH_TOKEN_NOT_FOUND");
       this.close("unauthorized");
       return;
@@ -154,7 +168,7 @@ export class Connection implements SocketPort {
   }
 
   #onMessage(data: unknown): void {
-    if (this.#closed || this.#user === null) return;
+    if (this.#closed || this.#refused) return;
     const now = this.#ctx.clock.now();
     this.#lastSeenAt = now;
 
@@ -206,8 +220,6 @@ export class Connection implements SocketPort {
   }
 
   #dispatch(frame: ClientFrame): void {
-    const user = this.#user!;
-    const sessionId = this.#sessionId!;
     if (frame.type === "connect") {
       if (this.#session !== null) {
         this.#sendError(
@@ -216,33 +228,32 @@ export class Connection implements SocketPort {
           undefined,
           frame.id,
         );
-        return;
-      }
-      const result = user.attach(sessionId, this, frame.appState, frame.backgroundService);
-      if (!result.ok) {
-        this.#sendError(result.errorCode, undefined, undefined, frame.id);
+      } else if (this.#loggingIn) {
+        this.#sendError("ERR_BAD_REQUEST", "A login is in progress.", undefined, frame.id);
+      } else if (frame.login !== undefined) {
+        if (this.#user !== null) {
+          this.#sendError(
+            "ERR_BAD_REQUEST",
+            "This socket is already authenticated by its credential: connect without `login`.",
+            undefined,
+            frame.id,
+          );
+        } else void this.#loginThenConnect(frame, frame.login);
+      } else if (this.#user === null) {
+        this.#sendError(
+          "AUTH_ERR_AUTH_TOKEN_NOT_FOUND",
+          "Open the socket with a session credential, or log in inside the connect frame.",
+          undefined,
+          frame.id,
+        );
         this.close("unauthorized");
-        return;
-      }
-      this.#session = result.session;
-      if (this.#closed) return; // e.g. auto mode connecting in background: closed at once
-      const l = result.session.liveness;
-      this.send({
-        type: "connected",
-        id: frame.id,
-        sessionId,
-        uid: user.uid,
-        mode: result.session.mode,
-        appState: l.appState,
-        backgroundService: l.backgroundService,
-        backgroundDeadline: l.deadline,
-        serverTime: this.#ctx.clock.now(),
-        timing: this.#ctx.timing,
-      });
+      } else this.#connect(frame);
       return;
     }
 
-    if (this.#session === null) {
+    const user = this.#user;
+    const sessionId = this.#sessionId;
+    if (this.#session === null || user === null || sessionId === null) {
       this.#sendError(
         "ERR_BAD_REQUEST",
         "The first frame must be the connect handshake.",
@@ -289,6 +300,64 @@ export class Connection implements SocketPort {
         return;
       }
     }
+  }
+
+  /** The login inside the handshake: a session is created, then connected like any other. */
+  async #loginThenConnect(
+    frame: ClientFrameOf<"connect">,
+    body: NonNullable<ClientFrameOf<"connect">["login"]>,
+  ): Promise<void> {
+    this.#loggingIn = true;
+    let result: LoginResult;
+    try {
+      const { appId, ...login } = body;
+      result = await this.#ctx.login(appId, login);
+    } catch (error) {
+      this.#loggingIn = false;
+      if (!(error instanceof GatewayError)) console.error("login in the handshake failed", error);
+      const payload = error instanceof GatewayError
+        ? error.toPayload()
+        : errorPayload("ERR_INTERNAL");
+      if (this.#closed) return;
+      this.send({ type: "error", id: frame.id, ...payload });
+      this.close("unauthorized");
+      return;
+    }
+    this.#loggingIn = false;
+    // The socket may have gone while the session was written: the session stays, as after an
+    // HTTP login whose client went away before reading the reply.
+    if (this.#closed) return;
+    this.#user = result.user;
+    this.#sessionId = result.session.sessionId;
+    this.#connect(frame, result.reply);
+  }
+
+  /** Attaches the socket to its session and answers the handshake. */
+  #connect(frame: ClientFrameOf<"connect">, login?: LoginReply): void {
+    const user = this.#user!;
+    const sessionId = this.#sessionId!;
+    const result = user.attach(sessionId, this, frame.appState, frame.backgroundService);
+    if (!result.ok) {
+      this.#sendError(result.errorCode, undefined, undefined, frame.id);
+      this.close("unauthorized");
+      return;
+    }
+    this.#session = result.session;
+    if (this.#closed) return; // e.g. auto mode connecting in background: closed at once
+    const l = result.session.liveness;
+    this.send({
+      type: "connected",
+      id: frame.id,
+      sessionId,
+      uid: user.uid,
+      mode: result.session.mode,
+      appState: l.appState,
+      backgroundService: l.backgroundService,
+      backgroundDeadline: l.deadline,
+      serverTime: this.#ctx.clock.now(),
+      timing: this.#ctx.timing,
+      ...(login === undefined ? {} : { login }),
+    });
   }
 
   /** A rule of the connection itself (not of the session) closes it. */

@@ -7,6 +7,7 @@ import { type Clock, systemClock } from "./clock.ts";
 import { type GatewayConfig, loadConfig, timingOf } from "./config.ts";
 import type { Connection, ConnectionContext } from "./connection.ts";
 import { CredentialSigner } from "./credential.ts";
+import { login } from "./login.ts";
 import { DeadlineWheel } from "./deadline_wheel.ts";
 import { createApp } from "./app.ts";
 import { KeyedRateLimiter } from "./rate_limit.ts";
@@ -68,6 +69,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     open,
     timing: timingOf(config),
     idle: new DeadlineWheel<Connection>(clock, 100, (conn, now) => conn.checkIdle(now)),
+    login: (appId, body) => login(services, appId, body),
   };
   const services: GatewayServices = {
     config,

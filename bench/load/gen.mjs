@@ -118,12 +118,18 @@ async function login(i, mode = "auto") {
 
 /**
  * Login (gateway; skipped when a `credential` from an earlier login is given), upgrade and
- * handshake of connection i; resolves to an open Conn.
+ * handshake of connection i; resolves to an open Conn. With `socketLogin` the gateway
+ * socket opens without a credential and the connect frame logs in (one round trip).
  */
-async function open(i, { mode = "auto", appState, credential } = {}) {
+async function open(i, { mode = "auto", appState, credential, socketLogin } = {}) {
   let path = PATH[kind];
   let protocol;
-  if (kind === "gateway") {
+  let login_;
+  if (kind === "gateway" && socketLogin) {
+    path = "/v1/ws";
+    protocol = "liveness.v1";
+    login_ = { appId: DEV.appId, uid: uidOf(i), authKey: DEV.authKey, mode };
+  } else if (kind === "gateway") {
     credential ??= await login(i, mode);
     path = `/v1/ws?credential=${encodeURIComponent(credential)}`;
     protocol = "liveness.v1";
@@ -137,7 +143,11 @@ async function open(i, { mode = "auto", appState, credential } = {}) {
   } else if (kind !== "echo") {
     conn.send(
       textFrame(
-        JSON.stringify({ type: "connect", ...(appState && { appState }) }),
+        JSON.stringify({
+          type: "connect",
+          ...(appState && { appState }),
+          ...(login_ && { login: login_ }),
+        }),
       ),
     );
     const reply = JSON.parse(String(await conn.next()));
@@ -282,7 +292,8 @@ async function memory() {
 /**
  * 4. Login + upgrade + handshake of `conns` sessions, `concurrency` at a time. With
  * `resume`, the sessions log in first (not timed) and the storm is upgrade + handshake with
- * their credentials: clients coming back after a gateway restart or deploy.
+ * their credentials: clients coming back after a gateway restart or deploy. With
+ * `socketLogin` the login rides in the connect frame (no HTTP request).
  */
 async function storm() {
   const times = [];
@@ -292,7 +303,7 @@ async function storm() {
   const [t0, c0] = [performance.now(), cpuMs()];
   await pool(cfg.conns, cfg.concurrency, async (i) => {
     const t = performance.now();
-    const conn = await open(i, { credential: credentials[i] });
+    const conn = await open(i, { credential: credentials[i], socketLogin: cfg.socketLogin });
     times.push(performance.now() - t);
     handle(conn, () => {});
   });

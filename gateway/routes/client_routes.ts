@@ -2,13 +2,14 @@
 import { contract, WEBSOCKET_PATH } from "../../contract/mod.ts";
 import { timingOf } from "../config.ts";
 import { GatewayError } from "../errors.ts";
+import { login } from "../login.ts";
 import type { GatewayServices } from "../services.ts";
 import type { UserState } from "../user_state.ts";
 import { appOf, sessionOf } from "./auth.ts";
 import { implement, type ImplementedRoute } from "./define.ts";
 
 export function clientRoutes(services: GatewayServices): ImplementedRoute[] {
-  const { config, store, users, signer, clock } = services;
+  const { config, clock } = services;
 
   return [
     implement(contract.init, async ({ params, body }) => {
@@ -36,52 +37,8 @@ export function clientRoutes(services: GatewayServices): ImplementedRoute[] {
     }),
 
     implement(contract.login, async ({ params, body }) => {
-      const app = appOf(services, params.appId);
-      let uid: string;
-      if ("authToken" in body) {
-        const token = await store.getAuthToken(body.authToken);
-        if (
-          token === null || token.appId !== app.appId ||
-          (token.expiresAt !== null && token.expiresAt <= clock.now())
-        ) {
-          throw new GatewayError("AUTH_ERR_AUTH_TOKEN_NOT_FOUND");
-        }
-        uid = token.uid;
-      } else {
-        if (app.authKey === undefined) {
-          throw new GatewayError(
-            "AUTH_ERR_AUTH_TOKEN_NOT_FOUND",
-            "Login with uid and authKey is not enabled for this app; use an auth token.",
-          );
-        }
-        if (body.authKey !== app.authKey) throw new GatewayError("ERR_INVALID_AUTH_KEY");
-        uid = body.uid;
-      }
-      const user = await store.getUser(app.appId, uid);
-      if (user === null) throw new GatewayError("ERR_UID_NOT_FOUND", `No user '${uid}' exists.`);
-
-      const state = await users.get(app.appId, uid);
-      const session = state.createSession(crypto.randomUUID(), body.mode ?? "auto");
-      // Output gate: the session is on disk before anyone can use its credential.
-      await services.users.runtime.writer.durable();
-      const credential = signer.sign({
-        appId: app.appId,
-        uid,
-        sessionId: session.sessionId,
-        exp: clock.now() + config.sessionTtlMs,
-      });
-      return {
-        status: 200 as const,
-        body: {
-          user,
-          session: {
-            sessionId: session.sessionId,
-            credential,
-            mode: session.mode,
-            createdAt: session.createdAt,
-          },
-        },
-      };
+      const { reply } = await login(services, params.appId, body);
+      return { status: 200 as const, body: reply };
     }),
 
     implement(contract.session.logout, async (_request, c) => {

@@ -21,6 +21,7 @@ export function mountWebSocket(app: Hono<GatewayEnv>, services: GatewayServices)
       offered.find((p) => p.startsWith(WS_CREDENTIAL_PROTOCOL_PREFIX))?.slice(
         WS_CREDENTIAL_PROTOCOL_PREFIX.length,
       );
+    // No credential: the `connect` frame must log in (one round trip instead of two).
     const found = credential === undefined ? null : await resolveCredential(services, credential);
 
     // A browser that offered sub-protocols refuses a reply that names none of them; echo ours
@@ -36,13 +37,14 @@ export function mountWebSocket(app: Hono<GatewayEnv>, services: GatewayServices)
       throw new GatewayError("ERR_BAD_REQUEST", "The WebSocket upgrade request is malformed.");
     }
     const { socket, response } = upgrade;
-    // A refused credential still gets a socket: it is closed at once with a typed reason,
-    // which a browser can read (it cannot read an HTTP error on an upgrade).
     new Connection(
       socket,
       services.connections,
-      found?.user ?? null,
-      found?.session.sessionId ?? null,
+      found !== null
+        ? { kind: "credential", user: found.user, sessionId: found.session.sessionId }
+        : credential === undefined
+        ? { kind: "login" }
+        : { kind: "refused" },
     );
     return response;
   });

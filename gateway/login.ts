@@ -1,0 +1,72 @@
+/**
+ * Login: checks an auth token (or uid + the app's dev authKey), creates a session on the user's
+ * state object and signs its credential. Shared by `POST /v1/apps/{appId}/login` and the
+ * WebSocket handshake that logs in (`connect` with `login`).
+ */
+import type { LoginBody, LoginReply } from "../contract/mod.ts";
+import { GatewayError } from "./errors.ts";
+import { appOf } from "./routes/auth.ts";
+import type { GatewayServices } from "./services.ts";
+import type { LiveSession, UserState } from "./user_state.ts";
+
+export interface LoginResult {
+  user: UserState;
+  session: LiveSession;
+  reply: LoginReply;
+}
+
+/** Throws a GatewayError with the contract's code when the login is refused. */
+export async function login(
+  services: GatewayServices,
+  appId: string,
+  body: LoginBody,
+): Promise<LoginResult> {
+  const { store, users, signer, clock, config } = services;
+  const app = appOf(services, appId);
+  let uid: string;
+  if ("authToken" in body) {
+    const token = await store.getAuthToken(body.authToken);
+    if (
+      token === null || token.appId !== app.appId ||
+      (token.expiresAt !== null && token.expiresAt <= clock.now())
+    ) {
+      throw new GatewayError("AUTH_ERR_AUTH_TOKEN_NOT_FOUND");
+    }
+    uid = token.uid;
+  } else {
+    if (app.authKey === undefined) {
+      throw new GatewayError(
+        "AUTH_ERR_AUTH_TOKEN_NOT_FOUND",
+        "Login with uid and authKey is not enabled for this app; use an auth token.",
+      );
+    }
+    if (body.authKey !== app.authKey) throw new GatewayError("ERR_INVALID_AUTH_KEY");
+    uid = body.uid;
+  }
+  const user = await store.getUser(app.appId, uid);
+  if (user === null) throw new GatewayError("ERR_UID_NOT_FOUND", `No user '${uid}' exists.`);
+
+  const state = await users.get(app.appId, uid);
+  const session = state.createSession(crypto.randomUUID(), body.mode ?? "auto");
+  // Output gate: the session is on disk before anyone can use its credential.
+  await users.runtime.writer.durable();
+  const credential = signer.sign({
+    appId: app.appId,
+    uid,
+    sessionId: session.sessionId,
+    exp: clock.now() + config.sessionTtlMs,
+  });
+  return {
+    user: state,
+    session,
+    reply: {
+      user,
+      session: {
+        sessionId: session.sessionId,
+        credential,
+        mode: session.mode,
+        createdAt: session.createdAt,
+      },
+    },
+  };
+}
