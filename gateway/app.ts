@@ -5,8 +5,8 @@
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
-import { errorPayload, statusOf } from "../contract/mod.ts";
-import { GatewayError } from "./errors.ts";
+import { errorPayload } from "../contract/mod.ts";
+import { answerOf, GatewayError } from "./errors.ts";
 import { contractRoutes } from "./openapi.ts";
 import { clientRoutes } from "./routes/client_routes.ts";
 import { mountDocs } from "./routes/docs.ts";
@@ -69,10 +69,8 @@ export function createApp(services: GatewayServices): Hono<GatewayEnv> {
 
   app.notFound((c) => c.json(errorPayload("ERR_NOT_FOUND"), 404));
   app.onError((error, c) => {
-    if (error instanceof GatewayError) return c.json(error.toPayload(), error.status as 400);
-    // Never leak a stack trace: log it here, answer with the bare code.
-    console.error("unexpected error", error);
-    return c.json(errorPayload("ERR_INTERNAL"), statusOf("ERR_INTERNAL"));
+    const { status, payload } = answerOf(error);
+    return c.json(payload, status as 400);
   });
   return app;
 }

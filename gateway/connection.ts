@@ -23,7 +23,7 @@ import { TokenBucket } from "./rate_limit.ts";
 import type { LiveSession, SocketPort, UserState } from "./user_state.ts";
 import type { Clock } from "./clock.ts";
 import type { GatewayConfig } from "./config.ts";
-import { GatewayError } from "./errors.ts";
+import { answerOf } from "./errors.ts";
 import type { LoginResult } from "./login.ts";
 
 /** What every connection of a process shares. */
@@ -314,10 +314,7 @@ export class Connection implements SocketPort {
       result = await this.#ctx.login(appId, login);
     } catch (error) {
       this.#loggingIn = false;
-      if (!(error instanceof GatewayError)) console.error("login in the handshake failed", error);
-      const payload = error instanceof GatewayError
-        ? error.toPayload()
-        : errorPayload("ERR_INTERNAL");
+      const { payload } = answerOf(error);
       if (this.#closed) return;
       this.send({ type: "error", id: frame.id, ...payload });
       this.close("unauthorized");

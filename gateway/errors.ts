@@ -22,3 +22,13 @@ export class GatewayError extends Error {
     return errorPayload(this.code, this.description, this.details);
   }
 }
+
+/**
+ * The payload and status a thrown error is answered with: a GatewayError's own, anything else
+ * `ERR_INTERNAL` (logged here, never sent: no stack trace leaves the gateway).
+ */
+export function answerOf(error: unknown): { status: number; payload: ErrorPayload } {
+  if (error instanceof GatewayError) return { status: error.status, payload: error.toPayload() };
+  console.error("unexpected error", error);
+  return { status: statusOf("ERR_INTERNAL"), payload: errorPayload("ERR_INTERNAL") };
+}

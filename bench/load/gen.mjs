@@ -124,11 +124,11 @@ async function login(i, mode = "auto") {
 async function open(i, { mode = "auto", appState, credential, socketLogin } = {}) {
   let path = PATH[kind];
   let protocol;
-  let login_;
+  let loginInConnect;
   if (kind === "gateway" && socketLogin) {
     path = "/v1/ws";
     protocol = "liveness.v1";
-    login_ = { appId: DEV.appId, uid: uidOf(i), authKey: DEV.authKey, mode };
+    loginInConnect = { appId: DEV.appId, uid: uidOf(i), authKey: DEV.authKey, mode };
   } else if (kind === "gateway") {
     credential ??= await login(i, mode);
     path = `/v1/ws?credential=${encodeURIComponent(credential)}`;
@@ -146,7 +146,7 @@ async function open(i, { mode = "auto", appState, credential, socketLogin } = {}
         JSON.stringify({
           type: "connect",
           ...(appState && { appState }),
-          ...(login_ && { login: login_ }),
+          ...(loginInConnect && { login: loginInConnect }),
         }),
       ),
     );

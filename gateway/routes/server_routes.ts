@@ -15,7 +15,7 @@ export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
 
   /**
    * Users known to exist, per app. Users are never deleted, so a positive answer stays true;
-   * a send to many recipients then checks the store once per recipient, not once per send.
+   * the store is asked once per user, not once per call.
    */
   const existing = new Map<string, Set<string>>();
   const missingUsers = async (appId: string, uids: string[]): Promise<string[]> => {
@@ -32,10 +32,10 @@ export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
     return missing;
   };
 
-  const requireUser = async (appId: string, uid: string) => {
-    const user = await store.getUser(appId, uid);
-    if (user === null) throw new GatewayError("ERR_UID_NOT_FOUND", `No user '${uid}' exists.`);
-    return user;
+  const requireUser = async (appId: string, uid: string): Promise<void> => {
+    if ((await missingUsers(appId, [uid])).length > 0) {
+      throw new GatewayError("ERR_UID_NOT_FOUND", `No user '${uid}' exists.`);
+    }
   };
 
   /** The state object of an existing user, for the read routes. */
