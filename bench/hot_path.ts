@@ -1,6 +1,6 @@
 /**
  * `deno task bench:hot-path [manual]`: the gateway's JavaScript cost per ping frame, in
- * process, without sockets — a `Connection` on a fake WebSocket, the real user state, engine,
+ * process, without sockets — a `Connection` on a fake wire socket, the real user state, engine,
  * wheel and (in-memory) store — beside the raw server's parse + pong. A quick check that a
  * change did not make the per-frame path slower; `deno task bench` measures the real thing.
  */
@@ -9,6 +9,9 @@ import { loadConfig, timingOf } from "../gateway/config.ts";
 import { Connection, type ConnectionContext } from "../gateway/connection.ts";
 import { DeadlineWheel } from "../gateway/deadline_wheel.ts";
 import { KvStore } from "../gateway/store/kv.ts";
+import { createLogger } from "../gateway/log.ts";
+import { GatewayMetrics } from "../gateway/metrics.ts";
+import type { WireEvents, WireSocket } from "../gateway/transport/types.ts";
 import { UserStateRuntime, UserStates } from "../gateway/user_state.ts";
 
 const manual = Deno.args.includes("manual");
@@ -17,33 +20,41 @@ const store = await KvStore.open(":memory:");
 const runtime = new UserStateRuntime(systemClock, config, store, {
   tickMs: config.deadlineTickMs,
   persistDelayMs: config.persistDelayMs,
-  persistLazyMs: config.persistLazyMs,
+  deadlineBoundMs: config.deadlineBoundMs,
 });
-const user = await new UserStates(runtime).get("demo", "u1");
+const users = new UserStates(runtime);
+const user = await users.get("demo", "u1");
 user.createSession("s1", manual ? "manual" : "auto");
 
-/** Just enough of a WebSocket for `Connection`. */
-const socket = {
-  readyState: WebSocket.OPEN,
+/** Just enough of a socket for `Connection`: the transport's WireSocket, writing nowhere. */
+let events: WireEvents | null = null;
+const wire: WireSocket = {
+  bufferedAmount: 0,
+  writable: true,
   send(_text: string) {},
+  pong() {},
   close() {},
-  onopen: null as null | (() => void),
-  onmessage: null as null | ((event: { data: unknown }) => void),
-  onclose: null,
-  onerror: null,
+  listen(e) {
+    events = e;
+  },
 };
+const metrics = new GatewayMetrics();
 const ctx: ConnectionContext = {
   clock: systemClock,
   config,
+  metrics,
+  log: createLogger("error"),
   idle: new DeadlineWheel<Connection>(systemClock, 100, () => {}),
   open: new Set(),
   timing: timingOf(config),
   login: () => Promise.reject(new Error("not used here")),
 };
-new Connection(socket as unknown as WebSocket, ctx, { kind: "credential", user, sessionId: "s1" });
-socket.onopen!();
-socket.onmessage!({ data: '{"type":"connect"}' });
-if (manual) socket.onmessage!({ data: '{"type":"app_state","state":"background"}' });
+new Connection(wire, ctx, { kind: "credential", user, sessionId: "s1" }, "127.0.0.1");
+const receive = (text: string) => events!.text(text);
+events!.open();
+receive('{"type":"connect"}');
+if (manual) receive('{"type":"app_state","state":"background"}');
+await runtime.durable(); // the background deadline is announced once written
 const ping = { data: manual ? '{"type":"ping","id":1,"source":"app"}' : '{"type":"ping","id":1}' };
 
 const N = 2_000_000;
@@ -57,11 +68,11 @@ function time(label: string, fn: () => void): number {
 }
 const gateway = time(
   `gateway (${manual ? "manual, background" : "auto, heartbeat"})`,
-  () => socket.onmessage!(ping),
+  () => receive(ping.data),
 );
 const raw = time("raw: JSON.parse + pong", () => {
   const frame = JSON.parse(ping.data);
-  socket.send(
+  wire.send(
     JSON.stringify({
       type: "pong",
       id: frame.id,
@@ -72,6 +83,5 @@ const raw = time("raw: JSON.parse + pong", () => {
 });
 console.log(`gateway overhead                   ${(gateway - raw).toFixed(3)} µs/frame`);
 ctx.idle.close();
-runtime.alarms.close();
-runtime.writer.close();
+await users.shutdown();
 store.close();

@@ -26,6 +26,8 @@ export const closeCodeTable = {
    * to be sent to it. The client reconnects; the gateway does not buffer without bound.
    */
   slow_consumer: 4009,
+  /** The socket did not send its `connect` frame within the handshake timeout. */
+  handshake_timeout: 4010,
   /** Manual mode: the app called disconnect(). A normal close. */
   client_disconnect: 1000,
   /** A frame over the size limit (the standard "message too big" code). */

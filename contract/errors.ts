@@ -34,6 +34,18 @@ export const errorCatalog = {
   },
   ERR_TOO_MANY_REQUESTS: { status: 429, description: "Too many requests or frames." },
   ERR_PAYLOAD_TOO_LARGE: { status: 413, description: "The frame or body is over the size limit." },
+  ERR_REQUEST_TIMEOUT: {
+    status: 408,
+    description: "The request did not arrive in time.",
+  },
+  ERR_HEADERS_TOO_LARGE: {
+    status: 431,
+    description: "The request head is over the size limit.",
+  },
+  ERR_SERVICE_UNAVAILABLE: {
+    status: 503,
+    description: "The gateway is shutting down or its store is unreachable; retry shortly.",
+  },
   ERR_NOT_FOUND: { status: 404, description: "No such route or resource." },
   ERR_METHOD_NOT_ALLOWED: { status: 405, description: "The route does not accept this method." },
   ERR_INTERNAL: { status: 500, description: "An unexpected error happened." },

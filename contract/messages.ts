@@ -12,6 +12,23 @@ import { EpochMsSchema, UidSchema } from "./models.ts";
 export const MAX_MESSAGE_TEXT = 10_000;
 /** Most recipients of one send. */
 export const MAX_RECIPIENTS = 1_000;
+/**
+ * Deepest nesting of a custom message's `data` (the object itself is level 1). Deeper data
+ * is refused where it is validated, so encoding a message can never exhaust the stack.
+ */
+export const MAX_CUSTOM_DATA_DEPTH = 32;
+
+/** Whether `value` nests at most `max` levels of objects and arrays (checked without recursion). */
+export function nestsAtMost(value: unknown, max: number): boolean {
+  const stack: Array<{ value: unknown; depth: number }> = [{ value, depth: 1 }];
+  while (stack.length > 0) {
+    const { value: current, depth } = stack.pop()!;
+    if (typeof current !== "object" || current === null) continue;
+    if (depth > max) return false;
+    for (const child of Object.values(current)) stack.push({ value: child, depth: depth + 1 });
+  }
+  return true;
+}
 
 const TextContent = z.object({
   kind: z.literal("text"),
@@ -22,7 +39,10 @@ const CustomContent = z.object({
   kind: z.literal("custom"),
   /** The app's own name for what `data` holds. */
   customType: z.string().min(1).max(64),
-  data: z.record(z.string(), z.unknown()),
+  data: z.record(z.string(), z.unknown()).refine(
+    (data) => nestsAtMost(data, MAX_CUSTOM_DATA_DEPTH),
+    { message: `nests deeper than ${MAX_CUSTOM_DATA_DEPTH} levels` },
+  ),
 });
 
 /** What a sender supplies: a text, or the app's own JSON object. */

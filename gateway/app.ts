@@ -10,12 +10,24 @@ import { answerOf, GatewayError } from "./errors.ts";
 import { contractRoutes } from "./openapi.ts";
 import { clientRoutes } from "./routes/client_routes.ts";
 import { mountDocs } from "./routes/docs.ts";
+import { mountOps } from "./routes/ops.ts";
 import { serverRoutes } from "./routes/server_routes.ts";
 import { mountWebSocket } from "./routes/websocket.ts";
 import type { GatewayEnv, GatewayServices } from "./services.ts";
 
 export function createApp(services: GatewayServices): Hono<GatewayEnv> {
   const app = new Hono<GatewayEnv>();
+
+  // Probes and scrapes first: an orchestrator polling from one address must not be rate
+  // limited, and a draining gateway still answers them.
+  mountOps(app, {
+    metrics: services.metrics,
+    metricsToken: services.config.metricsToken,
+    ready: () => {
+      const checks = { store: services.health.storeOk, draining: !services.health.draining };
+      return { ready: checks.store && checks.draining, checks };
+    },
+  });
 
   // Browsers on other origins: credentials travel in headers (never cookies), so any origin
   // may be allowed; operators narrow it with CORS_ORIGINS.
@@ -29,8 +41,12 @@ export function createApp(services: GatewayServices): Hono<GatewayEnv> {
     }),
   );
   app.use("*", async (c, next) => {
+    if (services.health.draining) {
+      throw new GatewayError("ERR_SERVICE_UNAVAILABLE", "The gateway is shutting down.");
+    }
     const key = c.env?.remoteAddr ?? "unknown";
     if (!services.httpLimiter.take(key, services.clock.now())) {
+      services.metrics.refusals.http_rate++;
       throw new GatewayError("ERR_TOO_MANY_REQUESTS");
     }
     await next();
@@ -40,6 +56,7 @@ export function createApp(services: GatewayServices): Hono<GatewayEnv> {
     bodyLimit({
       maxSize: services.config.maxBodyBytes,
       onError: () => {
+        services.metrics.refusals.body_size++;
         throw new GatewayError("ERR_PAYLOAD_TOO_LARGE", undefined, {
           limitBytes: services.config.maxBodyBytes,
         });
@@ -69,7 +86,7 @@ export function createApp(services: GatewayServices): Hono<GatewayEnv> {
 
   app.notFound((c) => c.json(errorPayload("ERR_NOT_FOUND"), 404));
   app.onError((error, c) => {
-    const { status, payload } = answerOf(error);
+    const { status, payload } = answerOf(error, services.log);
     return c.json(payload, status as 400);
   });
   return app;

@@ -1,7 +1,9 @@
 /**
  * One WebSocket connection: reads frames, validates them against the contract, applies the
- * connection-level rules (handshake, size and rate limits, idle timeout) and hands lifecycle
- * calls to the user's state object. Every close goes through one funnel, `close(reason)`.
+ * connection-level rules (handshake timeout, frame budget, output limit, idle timeout) and
+ * hands lifecycle calls to the user's state object. Every close goes through one funnel,
+ * `close(reason)`, which always tells the client why: a `closing` frame, then the reason's
+ * close code.
  */
 import {
   type ClientFrame,
@@ -25,18 +27,23 @@ import type { Clock } from "./clock.ts";
 import type { GatewayConfig } from "./config.ts";
 import { answerOf } from "./errors.ts";
 import type { LoginResult } from "./login.ts";
+import type { Logger } from "./log.ts";
+import type { GatewayMetrics } from "./metrics.ts";
+import type { WireSocket } from "./transport/types.ts";
 
 /** What every connection of a process shares. */
 export interface ConnectionContext {
   clock: Clock;
   config: GatewayConfig;
-  /** Idle sweep: one entry per connection at lastSeenAt + idle timeout. */
+  metrics: GatewayMetrics;
+  log: Logger;
+  /** Idle and handshake sweep: one entry per connection at its next due time. */
   idle: DeadlineWheel<Connection>;
-  /** Live connections, for shutdown. */
+  /** Live connections, for shutdown and the connection gauges. */
   open: Set<Connection>;
   timing: Timing;
   /** A login inside the handshake (`connect` with `login`); as `POST …/login` does it. */
-  login(appId: string, body: LoginBody): Promise<LoginResult>;
+  login(appId: string, body: LoginBody, remoteAddr: string): Promise<LoginResult>;
 }
 
 /**
@@ -54,14 +61,21 @@ const utf8 = new TextEncoder();
 const HEARTBEAT: LivenessEvent = Object.freeze({ type: "ping", source: "heartbeat" });
 const APP_PING: LivenessEvent = Object.freeze({ type: "ping", source: "app" });
 
-/** Frames over budget tolerated (answered with an error) before the connection is closed. */
+/**
+ * Refusals of the frame budget tolerated before the connection is closed (`rate_limited`).
+ * Strikes decay at STRIKE_DECAY_PER_SEC, so a client that overshoots now and then in bursts,
+ * but stays under the budget on average, is never closed; one that keeps flooding is closed
+ * within a few dozen frames.
+ */
 const RATE_STRIKES_BEFORE_CLOSE = 20;
+const STRIKE_DECAY_PER_SEC = 2;
 
 const closeDescriptions: Record<CloseReason, string> = {
   background: "The app went to background without the background service.",
   background_timeout: "The background window ended.",
   liveness_timeout: "No ping arrived within the liveness window.",
   idle_timeout: "Nothing was received for the idle timeout.",
+  handshake_timeout: "The connect frame did not arrive within the handshake timeout.",
   replaced: "A newer connection of this session took over.",
   logged_out: "The session logged out.",
   unauthorized: "The session credential is not valid.",
@@ -73,8 +87,9 @@ const closeDescriptions: Record<CloseReason, string> = {
 };
 
 export class Connection implements SocketPort {
-  readonly #socket: WebSocket;
+  readonly #wire: WireSocket;
   readonly #ctx: ConnectionContext;
+  readonly #remoteAddr: string;
   /** Set at the upgrade (credential) or by the login inside the handshake. */
   #user: UserState | null;
   #sessionId: string | null;
@@ -82,48 +97,91 @@ export class Connection implements SocketPort {
   #loggingIn = false;
   #session: LiveSession | null = null;
   #closed = false;
+  readonly #openedAt: number;
   #lastSeenAt: number;
   #bucket: TokenBucket;
   #strikes = 0;
+  #strikesAt = 0;
+  /**
+   * Output gate: while a reply announces a deadline that is not durable yet, it and every
+   * frame after it wait here (in order) until the store has it.
+   */
+  #gate: Promise<void> | null = null;
+  #held: string[] = [];
+  #heldBytes = 0;
+  /** The state object this connection keeps in memory until its handshake is done. */
+  #pinnedUser: UserState | null = null;
 
   /**
    * A refused credential still gets a socket, closed as `unauthorized` as soon as it opens, so
    * that browsers (which cannot read an HTTP error on an upgrade) still learn why.
    */
-  constructor(socket: WebSocket, ctx: ConnectionContext, auth: SocketAuth) {
-    this.#socket = socket;
+  constructor(wire: WireSocket, ctx: ConnectionContext, auth: SocketAuth, remoteAddr: string) {
+    this.#wire = wire;
     this.#ctx = ctx;
+    this.#remoteAddr = remoteAddr;
     this.#user = auth.kind === "credential" ? auth.user : null;
     this.#sessionId = auth.kind === "credential" ? auth.sessionId : null;
     this.#refused = auth.kind === "refused";
+    // The state object must not be evicted between the upgrade and the handshake.
+    if (this.#user !== null) this.#pin(this.#user);
     const now = ctx.clock.now();
-    this.#lastSeenAt = now;
+    this.#openedAt = this.#lastSeenAt = now;
     this.#bucket = new TokenBucket(ctx.config.frameRatePerSec, ctx.config.frameRatePerSec * 2, now);
-    socket.onopen = () => this.#onOpen();
-    socket.onmessage = (event) => this.#onMessage(event.data);
-    socket.onclose = () => this.#onTransportClose();
-    socket.onerror = () => {}; // followed by close
+    wire.listen({
+      open: () => this.#onOpen(),
+      text: (data) => this.#onText(data),
+      binary: (size) => this.#onBinary(size),
+      control: () => this.#onControl(),
+      frameTooLarge: () => this.#frameTooLarge(),
+      closed: () => this.#onTransportClose(),
+    });
   }
 
   get closed(): boolean {
     return this.#closed;
   }
 
+  /** The session's mode and app state, for the connection gauges (null before the handshake). */
+  get liveness(): LiveSession["liveness"] | null {
+    return this.#session?.liveness ?? null;
+  }
+
   send(frame: ServerFrame): void {
-    if (this.#socket.readyState === WebSocket.OPEN) this.#socket.send(JSON.stringify(frame));
+    if (this.#closed) return;
+    this.#ctx.metrics.framesOut[frame.type]++;
+    this.#write(JSON.stringify(frame));
   }
 
   sendEvent(text: string): boolean {
-    if (this.#closed || this.#socket.readyState !== WebSocket.OPEN) return false;
-    // Backpressure: what the peer has not read yet stays in the gateway's memory. A peer that
-    // lets it pass the limit is closed (and reconnects) rather than the gateway holding it
-    // all. (`length` counts UTF-16 units, close enough to bytes for a bound like this one.)
-    if (this.#socket.bufferedAmount + text.length > this.#ctx.config.maxBufferedBytes) {
-      this.#closeForConnectionRule("slow_consumer");
-      return false;
-    }
-    this.#socket.send(text);
-    return true;
+    if (this.#closed || !this.#wire.writable) return false;
+    this.#ctx.metrics.framesOut.message++;
+    return this.#write(text);
+  }
+
+  /**
+   * The session was kept alive by another channel (an HTTP ping): that counts as life for this
+   * connection too, so the idle rule does not close what the liveness window keeps.
+   */
+  touch(now: number): void {
+    if (now > this.#lastSeenAt) this.#lastSeenAt = now;
+  }
+
+  /** Holds every frame written from now on until `durable` settles (see `#gate`). */
+  holdUntil(durable: Promise<void>): void {
+    const previous = this.#gate;
+    const gate: Promise<void> = (previous === null ? durable : previous.then(() => durable))
+      .then(
+        () => this.#release(gate),
+        // Only a stopping gateway gives up on a write: what waited for it is not sent.
+        () => {
+          if (this.#gate !== gate) return;
+          this.#gate = null;
+          this.#held = [];
+          this.#heldBytes = 0;
+        },
+      );
+    this.#gate = gate;
   }
 
   /** The one close funnel: `closing` frame, then the close code of the reason. */
@@ -132,18 +190,38 @@ export class Connection implements SocketPort {
     this.#closed = true;
     this.#ctx.idle.cancel(this);
     this.#ctx.open.delete(this);
+    this.#unpin();
+    this.#ctx.metrics.closed(reason);
+    // Frames held behind the output gate announced what is not durable: they are dropped.
+    this.#held = [];
+    this.#gate = null;
     const code = closeCodeTable[reason];
-    this.send({ type: "closing", reason, code, errorDescription: closeDescriptions[reason] });
-    if (
-      this.#socket.readyState === WebSocket.OPEN || this.#socket.readyState === WebSocket.CONNECTING
-    ) {
-      this.#socket.close(code, reason);
+    if (this.#wire.writable) {
+      this.#ctx.metrics.framesOut.closing++;
+      // Past the output limit too: it is small, and the client must learn why.
+      this.#wire.send(JSON.stringify(
+        {
+          type: "closing",
+          reason,
+          code,
+          errorDescription: closeDescriptions[reason],
+        } satisfies ServerFrame,
+      ));
     }
+    this.#wire.close(code, reason);
   }
 
-  /** Idle sweep callback. */
+  /** Idle and handshake sweep callback. */
   checkIdle(now: number): void {
     if (this.#closed) return;
+    if (this.#session === null) {
+      const due = this.#openedAt + this.#ctx.config.handshakeTimeoutMs;
+      if (now >= due) {
+        this.#ctx.metrics.handshakes.timeout++;
+        return this.close("handshake_timeout");
+      }
+      return this.#ctx.idle.schedule(this, due);
+    }
     const decision = idleCheck(this.#lastSeenAt, now, this.#ctx.config);
     if (decision.kind === "schedule") this.#ctx.idle.schedule(this, decision.at);
     else this.#closeForConnectionRule("idle_timeout");
@@ -151,12 +229,14 @@ export class Connection implements SocketPort {
 
   #onOpen(): void {
     if (this.#refused) {
+      this.#ctx.metrics.handshakes.refused++;
       this.#sendError("AUTH_ERR_AUTH_TOKEN_NOT_FOUND");
       this.close("unauthorized");
       return;
     }
     this.#ctx.open.add(this);
-    this.#ctx.idle.schedule(this, this.#lastSeenAt + this.#ctx.config.idleTimeoutMs);
+    // Until the handshake completes, the sweep looks at the handshake timeout.
+    this.#ctx.idle.schedule(this, this.#openedAt + this.#ctx.config.handshakeTimeoutMs);
   }
 
   #onTransportClose(): void {
@@ -164,42 +244,64 @@ export class Connection implements SocketPort {
     this.#closed = true;
     this.#ctx.idle.cancel(this);
     this.#ctx.open.delete(this);
+    this.#unpin();
+    this.#ctx.metrics.closed("connection_lost");
+    this.#held = [];
     if (this.#session !== null) this.#user!.socketClosed(this.#sessionId!, this, "connection_lost");
   }
 
-  #onMessage(data: unknown): void {
-    if (this.#closed || this.#refused) return;
-    const now = this.#ctx.clock.now();
+  /**
+   * Every frame, of any kind, takes from the budget before anything else is done with it:
+   * a flood costs one token check per frame and is closed after a few dozen refusals.
+   */
+  #admit(now: number): boolean {
+    if (this.#closed || this.#refused) return false;
     this.#lastSeenAt = now;
+    if (this.#bucket.take(now)) return true;
+    this.#ctx.metrics.refusals.frame_rate++;
+    // Strikes decay, so occasional bursts over the budget are forgiven.
+    const decayed = (now - this.#strikesAt) * STRIKE_DECAY_PER_SEC / 1000;
+    this.#strikes = Math.max(0, this.#strikes - decayed) + 1;
+    this.#strikesAt = now;
+    if (this.#strikes >= RATE_STRIKES_BEFORE_CLOSE) {
+      this.#closeForConnectionRule("rate_limited");
+    } else this.#sendError("ERR_TOO_MANY_REQUESTS");
+    return false;
+  }
 
-    if (typeof data !== "string") {
-      this.#sendError("ERR_BAD_REQUEST", "Frames are JSON text; binary frames are not accepted.");
-      return;
+  #onBinary(size: number): void {
+    if (!this.#admit(this.#ctx.clock.now())) return;
+    this.#ctx.metrics.framesIn.binary++;
+    if (size > this.#ctx.config.maxFrameBytes) return this.#frameTooLarge();
+    this.#sendError("ERR_BAD_REQUEST", "Frames are JSON text; binary frames are not accepted.");
+  }
+
+  #onControl(): void {
+    if (!this.#admit(this.#ctx.clock.now())) return;
+    this.#ctx.metrics.framesIn.control++;
+    // A pong is a write like any other: a peer that does not read is closed, not buffered for.
+    if (this.#wire.bufferedAmount > this.#ctx.config.maxBufferedBytes) {
+      return this.#closeForConnectionRule("slow_consumer");
     }
+    this.#wire.pong();
+  }
+
+  #onText(data: string): void {
+    const now = this.#ctx.clock.now();
+    if (!this.#admit(now)) return;
     // Characters ≤ bytes ≤ 3 × characters (UTF-16 → UTF-8): count bytes only when it matters.
-    if (
-      data.length > this.#ctx.config.maxFrameBytes ||
-      (data.length * 3 > this.#ctx.config.maxFrameBytes &&
-        utf8.encode(data).length > this.#ctx.config.maxFrameBytes)
-    ) {
-      this.#sendError("ERR_PAYLOAD_TOO_LARGE", undefined, {
-        limitBytes: this.#ctx.config.maxFrameBytes,
-      });
-      this.#closeForConnectionRule("payload_too_large");
-      return;
-    }
-    if (!this.#bucket.take(now)) {
-      this.#sendError("ERR_TOO_MANY_REQUESTS");
-      if (++this.#strikes >= RATE_STRIKES_BEFORE_CLOSE) {
-        this.#closeForConnectionRule("rate_limited");
-      }
-      return;
+    // (The node transport refuses larger frames from their header; this check is for the
+    // others.)
+    const max = this.#ctx.config.maxFrameBytes;
+    if (data.length > max || (data.length * 3 > max && utf8.encode(data).length > max)) {
+      return this.#frameTooLarge();
     }
 
     let value: unknown;
     try {
       value = JSON.parse(data);
     } catch {
+      this.#ctx.metrics.framesIn.invalid++;
       this.#sendError("ERR_BAD_REQUEST", "The frame is not valid JSON.", {
         issues: [{ path: "", message: "invalid JSON" }],
       });
@@ -207,19 +309,33 @@ export class Connection implements SocketPort {
     }
     const parsed = ClientFrameSchema.safeParse(value);
     if (!parsed.success) {
-      const id = frameIdOf(value);
+      this.#ctx.metrics.framesIn.invalid++;
       this.#sendError(
         "ERR_BAD_REQUEST",
         undefined,
         validationDetails(parsed.error.issues, "frame"),
-        id,
+        frameIdOf(value),
       );
       return;
     }
-    this.#dispatch(parsed.data);
+    this.#ctx.metrics.framesIn[parsed.data.type]++;
+    this.#dispatch(parsed.data, now);
   }
 
-  #dispatch(frame: ClientFrame): void {
+  /**
+   * A frame over the size limit: an error frame and close 1009. (When the transport refused it
+   * from its header, its close frame is already on the way: only the reason is recorded.)
+   */
+  #frameTooLarge(): void {
+    if (this.#closed) return;
+    this.#ctx.metrics.refusals.frame_size++;
+    this.#sendError("ERR_PAYLOAD_TOO_LARGE", undefined, {
+      limitBytes: this.#ctx.config.maxFrameBytes,
+    });
+    this.#closeForConnectionRule("payload_too_large");
+  }
+
+  #dispatch(frame: ClientFrame, now: number): void {
     if (frame.type === "connect") {
       if (this.#session !== null) {
         this.#sendError(
@@ -240,8 +356,10 @@ export class Connection implements SocketPort {
           );
         } else void this.#loginThenConnect(frame, frame.login);
       } else if (this.#user === null) {
+        // SPEC §3: a connect without a logged-in user.
+        this.#ctx.metrics.handshakes.refused++;
         this.#sendError(
-          "AUTH_ERR_AUTH_TOKEN_NOT_FOUND",
+          "ERROR_USER_NOT_LOGGED_IN",
           "Open the socket with a session credential, or log in inside the connect frame.",
           undefined,
           frame.id,
@@ -254,6 +372,7 @@ export class Connection implements SocketPort {
     const user = this.#user;
     const sessionId = this.#sessionId;
     if (this.#session === null || user === null || sessionId === null) {
+      // Until the handshake, nothing but `connect` is acted on.
       this.#sendError(
         "ERR_BAD_REQUEST",
         "The first frame must be the connect handshake.",
@@ -265,9 +384,12 @@ export class Connection implements SocketPort {
 
     switch (frame.type) {
       case "ping": {
-        const now = this.#lastSeenAt; // when this frame arrived
-        const result = user.call(sessionId, frame.source === "app" ? APP_PING : HEARTBEAT, now);
+        const app = frame.source === "app";
+        if (app) this.#ctx.metrics.pings.app++;
+        else this.#ctx.metrics.pings.heartbeat++;
+        const result = user.call(sessionId, app ? APP_PING : HEARTBEAT, now);
         if (!result.ok) return this.#sendError(result.errorCode, undefined, undefined, frame.id);
+        if (result.durable !== undefined) this.holdUntil(result.durable);
         this.send({
           type: "pong",
           id: frame.id,
@@ -281,9 +403,10 @@ export class Connection implements SocketPort {
           type: "app_state",
           appState: frame.state,
           backgroundService: frame.backgroundService,
-        });
+        }, now);
         if (!result.ok) return this.#sendError(result.errorCode, undefined, undefined, frame.id);
         if (this.#closed) return; // closed at once (auto mode, no background service)
+        if (result.durable !== undefined) this.holdUntil(result.durable);
         const l = result.session.liveness;
         this.send({
           type: "state",
@@ -295,7 +418,7 @@ export class Connection implements SocketPort {
         return;
       }
       case "disconnect": {
-        const result = user.call(sessionId, { type: "disconnect" });
+        const result = user.call(sessionId, { type: "disconnect" }, now);
         if (!result.ok) this.#sendError(result.errorCode, undefined, undefined, frame.id);
         return;
       }
@@ -311,11 +434,12 @@ export class Connection implements SocketPort {
     let result: LoginResult;
     try {
       const { appId, ...login } = body;
-      result = await this.#ctx.login(appId, login);
+      result = await this.#ctx.login(appId, login, this.#remoteAddr);
     } catch (error) {
       this.#loggingIn = false;
-      const { payload } = answerOf(error);
+      const { payload } = answerOf(error, this.#ctx.log);
       if (this.#closed) return;
+      this.#ctx.metrics.handshakes.refused++;
       this.send({ type: "error", id: frame.id, ...payload });
       this.close("unauthorized");
       return;
@@ -326,6 +450,7 @@ export class Connection implements SocketPort {
     if (this.#closed) return;
     this.#user = result.user;
     this.#sessionId = result.session.sessionId;
+    this.#pin(result.user);
     this.#connect(frame, result.reply);
   }
 
@@ -334,13 +459,20 @@ export class Connection implements SocketPort {
     const user = this.#user!;
     const sessionId = this.#sessionId!;
     const result = user.attach(sessionId, this, frame.appState, frame.backgroundService);
+    // Attached (the session now holds the state object in memory) or refused: either way the
+    // handshake is over.
+    this.#unpin();
     if (!result.ok) {
+      this.#ctx.metrics.handshakes.refused++;
       this.#sendError(result.errorCode, undefined, undefined, frame.id);
       this.close("unauthorized");
       return;
     }
     this.#session = result.session;
+    this.#ctx.metrics.handshakes.ok++;
     if (this.#closed) return; // e.g. auto mode connecting in background: closed at once
+    this.#ctx.idle.schedule(this, this.#lastSeenAt + this.#ctx.config.idleTimeoutMs);
+    if (result.durable !== undefined) this.holdUntil(result.durable);
     const l = result.session.liveness;
     this.send({
       type: "connected",
@@ -359,8 +491,55 @@ export class Connection implements SocketPort {
 
   /** A rule of the connection itself (not of the session) closes it. */
   #closeForConnectionRule(reason: CloseReason): void {
+    if (this.#closed) return;
+    if (reason === "slow_consumer") this.#ctx.metrics.refusals.slow_consumer++;
     if (this.#session !== null) this.#user!.socketClosed(this.#sessionId!, this, reason);
     this.close(reason);
+  }
+
+  /**
+   * Every write goes through here: behind the output gate if one is up, and never past the
+   * output limit (a peer that does not read is closed as `slow_consumer`, whatever the frame).
+   */
+  #write(text: string): boolean {
+    const limit = this.#ctx.config.maxBufferedBytes;
+    if (this.#gate !== null) {
+      if (this.#heldBytes + text.length > limit) {
+        this.#closeForConnectionRule("slow_consumer");
+        return false;
+      }
+      this.#held.push(text);
+      this.#heldBytes += text.length;
+      return true;
+    }
+    if (!this.#wire.writable) return false;
+    // (`length` counts UTF-16 units, close enough to bytes for a bound like this one.)
+    if (this.#wire.bufferedAmount + text.length > limit) {
+      this.#closeForConnectionRule("slow_consumer");
+      return false;
+    }
+    this.#wire.send(text);
+    return true;
+  }
+
+  #release(gate: Promise<void>): void {
+    if (this.#gate !== gate) return; // a later gate took over, or the connection closed
+    this.#gate = null;
+    const held = this.#held;
+    this.#held = [];
+    this.#heldBytes = 0;
+    for (const text of held) if (!this.#write(text)) break;
+  }
+
+  #pin(user: UserState): void {
+    user.pin();
+    this.#pinnedUser = user;
+  }
+
+  /** Lets the state object be evicted again (attached, or closed before the handshake). */
+  #unpin(): void {
+    this.#pinnedUser?.unpin();
+    this.#pinnedUser = null;
   }
 
   #sendError(
@@ -373,10 +552,11 @@ export class Connection implements SocketPort {
   }
 }
 
+/** The id to echo on an error reply: only one the contract accepts (a safe integer or ≤ 64). */
 function frameIdOf(value: unknown): string | number | undefined {
   if (typeof value !== "object" || value === null) return undefined;
   const id = (value as { id?: unknown }).id;
-  return typeof id === "string" && id.length <= 64 || Number.isInteger(id)
+  return (typeof id === "string" && id.length <= 64) || Number.isSafeInteger(id)
     ? id as string | number
     : undefined;
 }

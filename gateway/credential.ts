@@ -4,7 +4,7 @@
  * object without a store read; the state object still checks that the session exists, so a
  * logout revokes a credential at once.
  */
-import { HmacSha256 } from "./hmac_sha256.ts";
+import { HmacSha256, sha256 } from "./hmac_sha256.ts";
 
 export interface CredentialClaims {
   appId: string;
@@ -66,4 +66,21 @@ function fromBase64Url(text: string): Uint8Array | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * The stored form of an auth token: SHA-256, base64url. Tokens carry ≥ 128 random bits, so a
+ * fast unsalted hash is enough: it cannot be reversed, and looking up by it stays one read.
+ */
+export function authTokenHash(authToken: string): string {
+  return toBase64Url(sha256(encoder.encode(authToken)));
+}
+
+/** Compares two secrets in time that depends only on their lengths. */
+export function constantTimeEqual(a: string, b: string): boolean {
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    diff |= a.charCodeAt(i % (a.length || 1)) ^ b.charCodeAt(i % (b.length || 1));
+  }
+  return diff === 0;
 }

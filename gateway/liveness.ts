@@ -252,17 +252,28 @@ export function idleCheck(
 
 /**
  * What a restarted gateway does with a session persisted while it held a connection: the
- * socket is gone (it got 1012), so a foreground session is recorded as closed by the shutdown;
- * a session inside its background window keeps its deadline, which still fires, and one whose
- * deadline passed while the gateway was down is recorded as closed at that deadline.
+ * socket is gone (it got 1012, or the process died), so a foreground session is recorded as
+ * closed by the shutdown; a session inside its background window keeps its deadline, which
+ * still fires, and one whose deadline passed while the gateway was down is recorded as closed
+ * at that deadline.
+ *
+ * `bound` is the persisted bound that no announced deadline exceeds: after a crash the last
+ * deadline written may be older than the last one announced, so the deadline restored is the
+ * later of the two — never earlier than what the client was told.
  */
-export function restore(state: SessionLiveness, now: number): StepResult {
+export function restore(
+  state: SessionLiveness,
+  now: number,
+  bound: number | null = null,
+): StepResult {
   if (!state.connected) return { state, decisions: none };
   if (state.deadline === null || state.deadlineReason === null) {
     return { state: disconnected(state, "server_shutdown", now), decisions: none };
   }
-  if (now >= state.deadline) {
-    return { state: disconnected(state, state.deadlineReason, state.deadline), decisions: none };
+  const deadline = bound !== null && bound > state.deadline ? bound : state.deadline;
+  if (now >= deadline) {
+    return { state: disconnected(state, state.deadlineReason, deadline), decisions: none };
   }
-  return { state, decisions: [{ kind: "schedule", at: state.deadline }] };
+  const restored = deadline === state.deadline ? state : { ...state, deadline };
+  return { state: restored, decisions: [{ kind: "schedule", at: deadline }] };
 }

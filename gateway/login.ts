@@ -4,6 +4,7 @@
  * WebSocket handshake that logs in (`connect` with `login`).
  */
 import type { LoginBody, LoginReply } from "../contract/mod.ts";
+import { authTokenHash, constantTimeEqual } from "./credential.ts";
 import { GatewayError } from "./errors.ts";
 import { appOf } from "./routes/auth.ts";
 import type { GatewayServices } from "./services.ts";
@@ -25,7 +26,7 @@ export async function login(
   const app = appOf(services, appId);
   let uid: string;
   if ("authToken" in body) {
-    const token = await store.getAuthToken(body.authToken);
+    const token = await store.getAuthToken(authTokenHash(body.authToken));
     if (
       token === null || token.appId !== app.appId ||
       (token.expiresAt !== null && token.expiresAt <= clock.now())
@@ -40,7 +41,9 @@ export async function login(
         "Login with uid and authKey is not enabled for this app; use an auth token.",
       );
     }
-    if (body.authKey !== app.authKey) throw new GatewayError("ERR_INVALID_AUTH_KEY");
+    if (!constantTimeEqual(body.authKey, app.authKey)) {
+      throw new GatewayError("ERR_INVALID_AUTH_KEY");
+    }
     uid = body.uid;
   }
   const user = await store.getUser(app.appId, uid);

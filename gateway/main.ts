@@ -25,7 +25,18 @@ try {
     `  liveness window ${config.livenessWindowMs} ms, heartbeat ${config.heartbeatIntervalMs} ms, ` +
       `idle timeout ${config.idleTimeoutMs} ms, store ${config.kvPath ?? "platform KV"}`,
   );
+  console.log(
+    `  transport ${config.transport}, at most ${config.maxConnections} connections ` +
+      `(${config.maxConnectionsPerIp} per address), frames ≤ ${config.maxFrameBytes} bytes`,
+  );
   if (gateway.revived > 0) console.log(`  revived ${gateway.revived} user(s) from the store`);
+  if (env.MAX_CONNECTIONS === undefined && config.openFileLimit === undefined) {
+    gateway.services.log.warn("config.open_file_limit_unknown", {
+      maxConnections: config.maxConnections,
+      hint: "OPEN_FILE_LIMIT is not set, so MAX_CONNECTIONS assumes an open-file limit of " +
+        "1024; set OPEN_FILE_LIMIT=$(ulimit -Hn) or MAX_CONNECTIONS (deno task serve sets it).",
+    });
+  }
   if (config.dev) {
     console.log("  DEVELOPMENT APP (not for production; these keys are public):");
     console.log(`    appId ${DEV_APP.appId}, region ${DEV_APP.region}`);

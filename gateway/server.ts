@@ -1,19 +1,25 @@
 /**
  * Starting and stopping a gateway process: open the store, revive the users that held a
- * connection, serve HTTP + WebSocket, and on stop close every socket with 1012, write
- * everything and close the store.
+ * connection, serve HTTP + WebSocket through the configured transport, and on stop refuse new
+ * work, close every socket with 1012, write everything and close the store.
  */
 import { type Clock, systemClock } from "./clock.ts";
 import { type GatewayConfig, loadConfig, timingOf } from "./config.ts";
 import type { Connection, ConnectionContext } from "./connection.ts";
 import { CredentialSigner } from "./credential.ts";
+import { GatewayError } from "./errors.ts";
 import { login } from "./login.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { type ConnectionSample, EventLoopLagSampler, GatewayMetrics } from "./metrics.ts";
 import { DeadlineWheel } from "./deadline_wheel.ts";
 import { createApp } from "./app.ts";
 import { KeyedRateLimiter } from "./rate_limit.ts";
 import type { GatewayServices } from "./services.ts";
 import { KvStore } from "./store/kv.ts";
 import type { GatewayStore } from "./store/types.ts";
+import { serveDeno } from "./transport/deno.ts";
+import { serveNode } from "./transport/node.ts";
+import type { RunningTransport, TransportLimits } from "./transport/types.ts";
 import { UserStateRuntime, UserStates } from "./user_state.ts";
 
 export interface StartOptions {
@@ -24,6 +30,8 @@ export interface StartOptions {
   clock?: Clock;
   /** A store to use instead of opening Deno KV at `config.kvPath`. */
   store?: GatewayStore;
+  /** Where logs go (default: JSON lines at the configured level). */
+  logger?: Logger;
   /** Called once listening. */
   onListen?: (address: { hostname: string; port: number }) => void;
 }
@@ -34,23 +42,44 @@ export interface RunningGateway {
   port: number;
   config: GatewayConfig;
   services: GatewayServices;
+  transport: RunningTransport;
   /** Users revived from the store at start. */
   revived: number;
-  /** Graceful stop: 1012 to every socket, state written, store closed. */
+  /** Graceful stop: new work refused, 1012 to every socket, state written, store closed. */
   stop(): Promise<void>;
 }
 
 export async function startGateway(options: StartOptions = {}): Promise<RunningGateway> {
   const config = loadConfig(options.env ?? {}, {}, options.config);
+  const log = options.logger ?? createLogger(config.logLevel);
   const clock = options.clock ?? systemClock;
   const store = options.store ?? await KvStore.open(config.kvPath);
 
+  const health = { draining: false, storeOk: true };
+  const open = new Set<Connection>();
+  const metrics = new GatewayMetrics({
+    connections: () => connectionSamples(open),
+    usersInMemory: () => users.size,
+    storeReady: () => health.storeOk,
+  });
   const runtime = new UserStateRuntime(clock, config, store, {
     tickMs: config.deadlineTickMs,
     persistDelayMs: config.persistDelayMs,
-    persistLazyMs: config.persistLazyMs,
+    deadlineBoundMs: config.deadlineBoundMs,
+    observer: {
+      deadlineFired: (ms) => metrics.deadlineFired(ms),
+      storeCommit: (ms) => {
+        health.storeOk = true;
+        metrics.storeCommit(ms);
+      },
+      storeCommitFailed: (error) => {
+        health.storeOk = false;
+        metrics.storeCommitFailed();
+        log.error("store.commit_failed", { error });
+      },
+    },
   });
-  const users = new UserStates(runtime);
+  const users = new UserStates(runtime, { evictAfterMs: config.userEvictAfterMs });
   for (const app of config.apps) {
     for (const seed of app.seedUsers ?? []) {
       await store.createUser(app.appId, {
@@ -62,14 +91,24 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
   }
   const revived = await users.revive();
 
-  const open = new Set<Connection>();
+  const httpLimiter = new KeyedRateLimiter(config.httpRatePerSec, config.httpRatePerSec * 2);
   const connections: ConnectionContext = {
     clock,
     config,
+    metrics,
+    log,
     open,
     timing: timingOf(config),
     idle: new DeadlineWheel<Connection>(clock, 100, (conn, now) => conn.checkIdle(now)),
-    login: (appId, body) => login(services, appId, body),
+    login: (appId, body, remoteAddr) => {
+      // A login inside the handshake counts against the same per-address budget as an HTTP
+      // login, so a login flood costs the same whichever way it comes.
+      if (!httpLimiter.take(remoteAddr, clock.now())) {
+        metrics.refusals.http_rate++;
+        return Promise.reject(new GatewayError("ERR_TOO_MANY_REQUESTS"));
+      }
+      return login(services, appId, body);
+    },
   };
   const services: GatewayServices = {
     config,
@@ -79,37 +118,75 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     users,
     signer: new CredentialSigner(config.sessionSecret),
     connections,
-    httpLimiter: new KeyedRateLimiter(config.httpRatePerSec, config.httpRatePerSec * 2),
+    httpLimiter,
+    metrics,
+    log,
+    health,
   };
   const app = createApp(services);
 
-  const abort = new AbortController();
-  let resolveListen: (addr: Deno.NetAddr) => void;
-  const listening = new Promise<Deno.NetAddr>((r) => (resolveListen = r));
-  const server = Deno.serve(
-    {
-      port: config.port,
-      hostname: config.hostname,
-      signal: abort.signal,
-      onListen: (addr) => resolveListen(addr as Deno.NetAddr),
-    },
-    (request, info) =>
-      app.fetch(request, { remoteAddr: (info.remoteAddr as Deno.NetAddr).hostname }),
-  );
-  const addr = await listening;
-  options.onListen?.({ hostname: addr.hostname, port: addr.port });
-  const host = addr.hostname === "0.0.0.0" ? "127.0.0.1" : addr.hostname;
+  const limits: TransportLimits = {
+    maxConnections: config.maxConnections,
+    maxConnectionsPerIp: config.maxConnectionsPerIp,
+    connectRatePerIp: config.connectRatePerIp,
+    headersTimeoutMs: config.headersTimeoutMs,
+    requestTimeoutMs: config.requestTimeoutMs,
+    keepAliveTimeoutMs: config.keepAliveTimeoutMs,
+    maxHeaderBytes: config.maxHeaderBytes,
+    maxBodyBytes: config.maxBodyBytes,
+    maxFrameBytes: config.maxFrameBytes,
+    closeTimeoutMs: config.closeTimeoutMs,
+  };
+  const serve = config.transport === "deno" ? serveDeno : serveNode;
+  const transport = await serve({
+    hostname: config.hostname,
+    port: config.port,
+    limits,
+    fetch: (request, info) =>
+      app.fetch(request, { remoteAddr: info.remoteAddr, upgrade: info.upgrade }),
+    onRefused: (kind) => metrics.refusals[kind]++,
+    onError: (event, error) => log.error(event, { error }),
+  });
+  options.onListen?.({ hostname: transport.hostname, port: transport.port });
+  const lag = new EventLoopLagSampler(metrics);
+  lag.start();
+  const host = transport.hostname === "0.0.0.0" || transport.hostname === "::"
+    ? "127.0.0.1"
+    : transport.hostname;
 
   let stopping: Promise<void> | null = null;
   const stop = () =>
     stopping ??= (async () => {
+      // New requests get 503 and the listener closes first, so nothing changes state after
+      // the final write below.
+      health.draining = true;
+      await transport.stopAccepting();
       await users.shutdown();
       connections.idle.close();
       for (const conn of [...open]) conn.close("server_shutdown");
-      abort.abort();
-      await server.finished;
+      lag.stop();
+      // Sockets get the close timeout to answer their 1012, then the transport lets go.
+      await transport.close();
       store.close();
     })();
 
-  return { url: `http://${host}:${addr.port}`, port: addr.port, config, services, revived, stop };
+  return {
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${transport.port}`,
+    port: transport.port,
+    config,
+    services,
+    transport,
+    revived,
+    stop,
+  };
+}
+
+/** The connection gauges: mode and app state of every open connection, read at scrape time. */
+function* connectionSamples(open: Iterable<Connection>): Iterable<ConnectionSample> {
+  for (const conn of open) {
+    const liveness = conn.liveness;
+    yield liveness === null
+      ? { mode: "none", appState: "foreground" }
+      : { mode: liveness.mode, appState: liveness.appState };
+  }
 }

@@ -3,8 +3,11 @@ import type { Clock } from "./clock.ts";
 import type { AppConfig, GatewayConfig } from "./config.ts";
 import type { ConnectionContext } from "./connection.ts";
 import type { CredentialSigner } from "./credential.ts";
+import type { Logger } from "./log.ts";
+import type { GatewayMetrics } from "./metrics.ts";
 import type { KeyedRateLimiter } from "./rate_limit.ts";
 import type { GatewayStore } from "./store/types.ts";
+import type { Upgrade } from "./transport/types.ts";
 import type { UserStates } from "./user_state.ts";
 
 export interface GatewayServices {
@@ -16,7 +19,14 @@ export interface GatewayServices {
   signer: CredentialSigner;
   connections: ConnectionContext;
   httpLimiter: KeyedRateLimiter;
+  metrics: GatewayMetrics;
+  log: Logger;
+  /** What `/readyz` reports; `draining` also refuses new requests (503) during a stop. */
+  health: { draining: boolean; storeOk: boolean };
 }
 
-/** Hono environment: the client address comes from `Deno.serve`'s info, before any upgrade. */
-export type GatewayEnv = { Bindings: { remoteAddr?: string } };
+/**
+ * Hono environment, filled by the transport for each request: the client address (read before
+ * any upgrade) and the WebSocket upgrade of this request.
+ */
+export type GatewayEnv = { Bindings: { remoteAddr?: string; upgrade?: Upgrade } };

@@ -5,10 +5,21 @@
  * no such method awaits in the middle of a change, so the event loop runs them one at a time,
  * in arrival order. Async work (reading the store, verifying a credential) happens before the
  * call; waiting for durability happens after it (like a Durable Object's output gate: a reply
- * that reports a new session is sent only once the session is on disk).
+ * that reports a new session, a seq or a deadline is sent only once the store has it).
  *
  * Durability: changes are marked dirty and written by `StateWriter` as group commits, so no
  * storage write sits on the per-frame path; the deadline itself lives in the in-memory wheel.
+ *
+ * Deadlines across a crash (`kill -9`): a manual-mode ping moves a background deadline on every
+ * ping, and writing each one would put the store on the ping path. Instead each session
+ * persists a *bound* that runs up to `deadlineBoundMs` ahead of its deadline, rewritten only
+ * when the deadline comes within half of that of it; a reply that announces a deadline beyond
+ * the bound on disk waits for the write. So every deadline ever announced is ≤ a bound on disk,
+ * and a restart after a crash restores each deadline as its bound: never earlier than
+ * announced, at most `deadlineBoundMs` later. A graceful stop writes the exact deadlines.
+ *
+ * Memory: a state object with no connection, no pending deadline, no unwritten change and no
+ * pin (a socket between its upgrade and its handshake) is evicted after `evictAfterMs` unused.
  */
 import type {
   AppState,
@@ -30,7 +41,12 @@ import {
   type SessionLiveness,
   step,
 } from "./liveness.ts";
-import type { GatewayStore, SessionRecord, UserStateChange } from "./store/types.ts";
+import type {
+  GatewayStore,
+  SessionRecord,
+  UserStateChange,
+  UserStateRecord,
+} from "./store/types.ts";
 
 /** What the state object needs of a live socket. */
 export interface SocketPort {
@@ -42,6 +58,8 @@ export interface SocketPort {
   sendEvent(text: string): boolean;
   /** Sends the `closing` frame and closes with the reason's code; idempotent. */
   close(reason: CloseReason): void;
+  /** The session showed life on another channel (an HTTP ping) at `now`. */
+  touch(now: number): void;
 }
 
 /** A session held in memory. */
@@ -54,22 +72,49 @@ export interface LiveSession {
   /** When the last accepted ping arrived; informational (status read), kept off the engine. */
   lastPingAt: number | null;
   socket: SocketPort | null;
+  /** No deadline announced for this session is later than this bound (null: no deadline). */
+  bound: number | null;
+  /** The bound as last written to the store. */
+  durableBound: number | null;
 }
 
-/** The outcome of a call on a session: the error to answer with, or the session after it. */
+/**
+ * The outcome of a call on a session: the error to answer with, or the session after it —
+ * with `durable` when the reply announces a deadline the store does not cover yet: the reply
+ * must wait for it.
+ */
 export type CallResult =
-  | { ok: true; session: LiveSession }
+  | { ok: true; session: LiveSession; durable?: Promise<void> }
   | { ok: false; errorCode: ErrorCode };
+
+/** Told about what the state objects do, for metrics and logs. */
+export interface UserStateObserver {
+  /** A deadline closed a session this many ms after it fell due. */
+  deadlineFired?(latenessMs: number): void;
+  /** A group commit took this long. */
+  storeCommit?(ms: number): void;
+  storeCommitFailed?(error: unknown): void;
+}
 
 /**
  * Sequence numbers are reserved in blocks, so that handing one out never waits for the store:
- * the next reservation is written when half of the block is used, and a restart continues
- * above the last reservation written (a graceful stop writes back the last number used; a
- * crash skips the rest of a block). The first event
- * after the user's state is loaded is the exception: it goes out while its reservation is
- * still in the group commit (~1 ms), so a crash inside that window can hand its seq out again.
+ * the next reservation is written when half of the block is used. A seq is handed out only
+ * once its reservation is on disk (the first one after the state is loaded waits for that
+ * write), so a restart — after a crash too — continues above every seq ever handed out. A
+ * graceful stop writes back the last number used; a crash skips the rest of a block.
  */
 const SEQ_BLOCK = 1_000;
+
+/** A failed state write is tried again after this long (a failing store is not hammered). */
+const RETRY_DELAY_MS = 1_000;
+
+export interface UserStateRuntimeOptions {
+  tickMs: number;
+  persistDelayMs: number;
+  /** See the module comment; 0 writes every deadline change. */
+  deadlineBoundMs: number;
+  observer?: UserStateObserver;
+}
 
 /** Shared machinery of all state objects of one gateway process. */
 export class UserStateRuntime {
@@ -78,25 +123,43 @@ export class UserStateRuntime {
   readonly store: GatewayStore;
   readonly writer: StateWriter;
   readonly alarms: DeadlineWheel<LiveSession>;
+  readonly deadlineBoundMs: number;
+  readonly observer: UserStateObserver;
 
   constructor(
     clock: Clock,
     config: LivenessConfig,
     store: GatewayStore,
-    options: { tickMs: number; persistDelayMs: number; persistLazyMs: number },
+    options: UserStateRuntimeOptions,
   ) {
     this.clock = clock;
     this.config = config;
     this.store = store;
+    this.deadlineBoundMs = options.deadlineBoundMs;
+    this.observer = options.observer ?? {};
     this.writer = new StateWriter(clock, store, {
       delayMs: options.persistDelayMs,
-      lazyDelayMs: options.persistLazyMs,
+      retryDelayMs: RETRY_DELAY_MS,
+      observer: this.observer,
     });
     this.alarms = new DeadlineWheel<LiveSession>(
       clock,
       options.tickMs,
       (session) => session.owner.alarm(session),
     );
+  }
+
+  /** Resolves when everything marked so far is on disk, retrying failed writes. */
+  async durable(): Promise<void> {
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await this.writer.durable();
+      } catch (error) {
+        if (this.writer.closed) throw error;
+        const wait = Math.min(RETRY_DELAY_MS * 2 ** attempt, 10 * RETRY_DELAY_MS);
+        await new Promise<void>((resolve) => this.clock.setTimer(resolve, wait));
+      }
+    }
   }
 }
 
@@ -111,22 +174,30 @@ export class UserState {
   /** Sessions written or deleted since the last flush. */
   #dirtySessions = new Set<string>();
   #deletedSessions = new Set<string>();
-  /** The last event sequence number handed out, and the highest one reserved in the store. */
+  /**
+   * The last event sequence number handed out, the highest one reserved (to be written), and
+   * the highest reservation on disk.
+   */
   #lastSeq: number;
   #seqReservedTo: number;
+  #seqDurableTo: number;
+  /** Every change bumps `#version`; `#writtenVersion` is the version the store has. */
+  #version = 0;
+  #writtenVersion = 0;
+  /** Holders that keep this object in memory (sockets between upgrade and handshake). */
+  #pins = 0;
+  /** When the object was last asked for; eviction measures from here. */
+  lastUsedAt: number;
 
-  constructor(
-    runtime: UserStateRuntime,
-    appId: string,
-    uid: string,
-    loaded?: { lastSeenAt: number | null; seqReservedTo?: number; sessions: SessionRecord[] },
-  ) {
+  constructor(runtime: UserStateRuntime, appId: string, uid: string, loaded?: UserStateRecord) {
     this.#runtime = runtime;
     this.appId = appId;
     this.uid = uid;
-    this.#lastSeenAt = loaded?.lastSeenAt ?? null;
-    this.#lastSeq = this.#seqReservedTo = loaded?.seqReservedTo ?? 0;
+    this.lastUsedAt = runtime.clock.now();
+    this.#lastSeenAt = loaded?.meta.lastSeenAt ?? null;
+    this.#lastSeq = this.#seqReservedTo = this.#seqDurableTo = loaded?.meta.seqReservedTo ?? 0;
     for (const record of loaded?.sessions ?? []) {
+      const bound = record.deadlineBound ?? record.liveness.deadline;
       this.#sessions.set(record.sessionId, {
         owner: this,
         sessionId: record.sessionId,
@@ -135,6 +206,8 @@ export class UserState {
         liveness: record.liveness,
         lastPingAt: record.lastPingAt ?? null,
         socket: null,
+        bound,
+        durableBound: bound,
       });
       if (record.liveness.connected) this.#connectedCount++;
     }
@@ -157,6 +230,27 @@ export class UserState {
     return this.#sessions.values();
   }
 
+  /** Keeps this object in memory until `unpin` (a socket that will attach to it soon). */
+  pin(): void {
+    this.#pins++;
+  }
+
+  unpin(): void {
+    if (this.#pins > 0) this.#pins--;
+  }
+
+  /**
+   * Whether the object can leave memory: nothing holds it, nothing in it is pending. (A
+   * session with a deadline holds a connection, so `#connectedCount` covers alarms too.)
+   */
+  get evictable(): boolean {
+    if (this.#pins > 0 || this.#connectedCount > 0 || this.#version !== this.#writtenVersion) {
+      return false;
+    }
+    for (const session of this.#sessions.values()) if (session.socket !== null) return false;
+    return true;
+  }
+
   /** Creates a session (login). */
   createSession(sessionId: string, mode: Mode): LiveSession {
     const session: LiveSession = {
@@ -167,9 +261,11 @@ export class UserState {
       liveness: initialLiveness(mode),
       lastPingAt: null,
       socket: null,
+      bound: null,
+      durableBound: null,
     };
     this.#sessions.set(sessionId, session);
-    this.#markDirty(sessionId);
+    this.#markSession(sessionId);
     return session;
   }
 
@@ -184,7 +280,7 @@ export class UserState {
     this.#sessions.delete(sessionId);
     this.#dirtySessions.delete(sessionId);
     this.#deletedSessions.add(sessionId);
-    this.#runtime.writer.markDirty(this);
+    this.#markDirty();
     socket?.close("logged_out");
     return true;
   }
@@ -227,7 +323,11 @@ export class UserState {
     const session = this.#sessions.get(sessionId);
     if (session === undefined) return { ok: false, errorCode: "AUTH_ERR_AUTH_TOKEN_NOT_FOUND" };
     const result = this.#apply(session, event, now);
-    if (result.ok && event.type === "ping") session.lastPingAt = now;
+    if (result.ok && event.type === "ping") {
+      session.lastPingAt = now;
+      // SPEC §4: a ping over HTTP keeps the connection too, not only the deadline.
+      if (event.source === "http") session.socket?.touch(now);
+    }
     return result;
   }
 
@@ -236,22 +336,33 @@ export class UserState {
     return this.#lastSeq;
   }
 
+  /** How many seqs can be handed out now, without waiting for the store. */
+  get seqCapacity(): number {
+    return this.#seqDurableTo - this.#lastSeq;
+  }
+
+  /** Resolves once at least one seq can be handed out (its reservation is on disk). */
+  seqReady(): Promise<void> {
+    this.#reserveSeqs();
+    return this.#runtime.durable();
+  }
+
   /**
    * A message for this user: it takes the next sequence number and goes to every session that
-   * holds a connection. Returns the seq and how many connections it was written to.
+   * holds a connection. Returns the seq and how many connections it was written to. Call only
+   * with `seqCapacity > 0` (see `seqReady`).
    */
   deliver(message: Message): { seq: number; deliveredTo: number } {
+    if (this.seqCapacity <= 0) throw new Error("deliver() without a durable seq reservation");
+    // Encoded before the seq is taken: a message that cannot be encoded takes none.
+    const body = JSON.stringify(message);
     const seq = ++this.#lastSeq;
-    if (seq > this.#seqReservedTo - SEQ_BLOCK / 2) {
-      this.#seqReservedTo = seq + SEQ_BLOCK;
-      this.#runtime.writer.markDirty(this);
-    }
-    let text: string | null = null;
+    if (seq > this.#seqReservedTo - SEQ_BLOCK / 2) this.#reserveSeqs();
     let deliveredTo = 0;
+    // The same frame for all of the user's connections.
+    const text = `{"type":"message","seq":${seq},"message":${body}}`;
     for (const session of this.#sessions.values()) {
       if (session.socket === null) continue;
-      // Encoded once for all of the user's connections.
-      text ??= JSON.stringify({ type: "message", seq, message } satisfies ServerFrame);
       if (session.socket.sendEvent(text)) deliveredTo++;
     }
     return { seq, deliveredTo };
@@ -260,37 +371,51 @@ export class UserState {
   /** The wheel says a session's deadline is due. */
   alarm(session: LiveSession): void {
     if (this.#sessions.get(session.sessionId) !== session) return;
-    this.#apply(session, { type: "deadline" });
-  }
-
-  /** After a restart: re-arm pending deadlines, record the ones that passed meanwhile. */
-  restoreAfterRestart(): void {
+    const deadline = session.liveness.deadline;
     const now = this.#runtime.clock.now();
-    for (const session of this.#sessions.values()) {
-      const before = session.liveness;
-      const result = restore(before, now);
-      this.#setLiveness(session, result.state);
-      for (const decision of result.decisions) {
-        if (decision.kind === "schedule") this.#runtime.alarms.schedule(session, decision.at);
-      }
-      if (result.state !== before) this.#markDirty(session.sessionId);
+    this.#apply(session, { type: "deadline" }, now);
+    if (deadline !== null && !session.liveness.connected) {
+      this.#runtime.observer.deadlineFired?.(now - deadline);
     }
   }
 
   /**
-   * Shutdown: close sockets with 1012 and keep the state as it is, deadlines included. The
-   * unused rest of the seq block is given back, so a graceful restart continues at the next
-   * number (only a crash leaves a gap).
+   * After a restart: re-arm pending deadlines (each at its persisted bound, which is never
+   * earlier than what was announced before a crash) and record the ones that passed meanwhile.
+   */
+  restoreAfterRestart(): void {
+    const now = this.#runtime.clock.now();
+    for (const session of this.#sessions.values()) {
+      const before = session.liveness;
+      const result = restore(before, now, session.durableBound);
+      this.#setLiveness(session, result.state);
+      session.bound = session.durableBound = result.state.deadline;
+      for (const decision of result.decisions) {
+        if (decision.kind === "schedule") this.#runtime.alarms.schedule(session, decision.at);
+      }
+      if (result.state !== before) this.#markSession(session.sessionId);
+    }
+  }
+
+  /**
+   * Shutdown: close sockets with 1012 and keep the state as it is, deadlines included, each
+   * written exactly (bound = deadline). The unused rest of the seq block is given back, so a
+   * graceful restart continues at the next number (only a crash leaves a gap).
    */
   closeSocketsForShutdown(): void {
     for (const session of this.#sessions.values()) {
       const socket = session.socket;
       session.socket = null;
       socket?.close("server_shutdown");
+      const deadline = session.liveness.deadline;
+      if (session.bound !== deadline || session.durableBound !== deadline) {
+        session.bound = deadline;
+        this.#markSession(session.sessionId);
+      }
     }
     if (this.#seqReservedTo !== this.#lastSeq) {
       this.#seqReservedTo = this.#lastSeq;
-      this.#runtime.writer.markDirty(this);
+      this.#markDirty();
     }
   }
 
@@ -311,8 +436,8 @@ export class UserState {
     };
   }
 
-  /** Hands the writer what changed since the last call. */
-  takeChanges(): UserStateChange {
+  /** Hands the writer what changed since the last call, and the version it brings the store to. */
+  takeChanges(): { change: UserStateChange; version: number } {
     const putSessions: SessionRecord[] = [];
     for (const sessionId of this.#dirtySessions) {
       const session = this.#sessions.get(sessionId);
@@ -323,6 +448,7 @@ export class UserState {
         createdAt: session.createdAt,
         lastPingAt: session.lastPingAt,
         liveness: session.liveness,
+        deadlineBound: session.bound,
       });
     }
     const change: UserStateChange = {
@@ -338,10 +464,20 @@ export class UserState {
     };
     this.#dirtySessions.clear();
     this.#deletedSessions.clear();
-    return change;
+    return { change, version: this.#version };
   }
 
-  /** Marks everything dirty again after a failed write (retried after the lazy delay). */
+  /** The store has `change`: what it covers is durable now. */
+  changesWritten(change: UserStateChange, version: number): void {
+    this.#writtenVersion = Math.max(this.#writtenVersion, version);
+    this.#seqDurableTo = change.meta.seqReservedTo ?? 0;
+    for (const record of change.putSessions) {
+      const session = this.#sessions.get(record.sessionId);
+      if (session !== undefined) session.durableBound = record.deadlineBound ?? null;
+    }
+  }
+
+  /** Marks everything dirty again after a failed write (retried after a delay). */
   retryChanges(change: UserStateChange): void {
     for (const s of change.putSessions) {
       if (this.#sessions.has(s.sessionId)) this.#dirtySessions.add(s.sessionId);
@@ -350,7 +486,7 @@ export class UserState {
       if (!this.#sessions.has(id)) this.#deletedSessions.add(id);
     }
     // Not "now": a store that keeps failing must not be hammered every millisecond.
-    this.#runtime.writer.markDirty(this, "lazy");
+    this.#markDirty("retry");
   }
 
   #apply(
@@ -382,12 +518,51 @@ export class UserState {
           break;
       }
     }
-    if (state !== before) this.#markDirty(session.sessionId, urgencyOf(before, state));
-    return rejected === null ? { ok: true, session } : { ok: false, errorCode: rejected };
+    if (state !== before) {
+      const boundMoved = this.#moveBound(session, state);
+      // A ping that only moves the deadline inside the bound on disk writes nothing.
+      if (boundMoved || !onlyDeadlineMoved(before, state)) this.#markSession(session.sessionId);
+    }
+    if (rejected !== null) return { ok: false, errorCode: rejected };
+    const deadline = state.deadline;
+    if (deadline !== null && (session.durableBound === null || deadline > session.durableBound)) {
+      return { ok: true, session, durable: runtime.durable() };
+    }
+    return { ok: true, session };
   }
 
-  #markDirty(sessionId: string, urgency: Urgency = "now"): void {
+  /**
+   * Keeps the session's bound ahead of its deadline (see the module comment); true when the
+   * bound moved and must be written.
+   */
+  #moveBound(session: LiveSession, state: SessionLiveness): boolean {
+    const deadline = state.deadline;
+    if (deadline === null) {
+      if (session.bound === null) return false;
+      session.bound = null;
+      return true;
+    }
+    // Only a manual-mode window is moved by pings; the others are fixed when they start.
+    const margin = state.deadlineReason === "liveness_timeout" ? this.#runtime.deadlineBoundMs : 0;
+    if (session.bound !== null && deadline <= session.bound - margin / 2) return false;
+    session.bound = deadline + margin;
+    return true;
+  }
+
+  #reserveSeqs(): void {
+    const target = this.#lastSeq + SEQ_BLOCK;
+    if (target <= this.#seqReservedTo) return;
+    this.#seqReservedTo = target;
+    this.#markDirty();
+  }
+
+  #markSession(sessionId: string): void {
     this.#dirtySessions.add(sessionId);
+    this.#markDirty();
+  }
+
+  #markDirty(urgency: Urgency = "now"): void {
+    this.#version++;
     this.#runtime.writer.markDirty(this, urgency);
   }
 
@@ -400,29 +575,23 @@ export class UserState {
     if (this.#connectedCount === 0) {
       // The user went offline: remember when (presence `lastSeenAt`).
       this.#lastSeenAt = this.#runtime.clock.now();
-      this.#runtime.writer.markDirty(this);
+      this.#markDirty();
     } else if (next.connected && this.#connectedCount === 1) {
-      this.#runtime.writer.markDirty(this);
+      this.#markDirty();
     }
   }
 }
 
-/**
- * How soon a change must reach the store. A ping that only moves a background deadline later
- * is `lazy` (written within the lazy delay, or at shutdown): writing every one would put the
- * store on the per-ping path. Everything else — sessions, connections, app state, a deadline
- * set or cancelled — is written `now` (group-committed within the short delay).
- */
-function urgencyOf(before: SessionLiveness, after: SessionLiveness): Urgency {
-  const onlyExtended = before.connected === after.connected &&
-    before.appState === after.appState && before.backgroundService === after.backgroundService &&
+/** Only the deadline of an otherwise unchanged state moved (a manual-mode ping in background). */
+function onlyDeadlineMoved(before: SessionLiveness, after: SessionLiveness): boolean {
+  return before.connected === after.connected && before.appState === after.appState &&
+    before.backgroundService === after.backgroundService &&
     before.deadlineReason === after.deadlineReason && before.deadline !== null &&
-    after.deadline !== null && after.deadline >= before.deadline &&
-    before.lastDisconnectReason === after.lastDisconnectReason;
-  return onlyExtended ? "lazy" : "now";
+    after.deadline !== null && before.lastDisconnectReason === after.lastDisconnectReason;
 }
 
-export type Urgency = "now" | "lazy";
+/** How soon a change must reach the store: `now` (the group-commit delay) or after a `retry`. */
+export type Urgency = "now" | "retry";
 
 /**
  * Group commit of dirty user states: changes marked within `delayMs` of each other go to the
@@ -432,22 +601,32 @@ export class StateWriter {
   readonly #clock: Clock;
   readonly #store: GatewayStore;
   readonly #delayMs: number;
-  readonly #lazyDelayMs: number;
+  readonly #retryDelayMs: number;
+  readonly #observer: UserStateObserver;
   #dirty = new Set<UserState>();
   #waiters: Array<{ resolve: () => void; reject: (error: unknown) => void }> = [];
   #timer: TimerHandle | null = null;
   #timerDue = Infinity;
-  #timerKind: Urgency = "lazy";
+  #timerKind: Urgency = "retry";
   #flushing: Promise<void> | null = null;
   /** What the next flush owes: the shortest delay asked for since the last one. */
   #pending: Urgency | null = null;
   #closed = false;
 
-  constructor(clock: Clock, store: GatewayStore, delays: { delayMs: number; lazyDelayMs: number }) {
+  constructor(
+    clock: Clock,
+    store: GatewayStore,
+    options: { delayMs: number; retryDelayMs: number; observer?: UserStateObserver },
+  ) {
     this.#clock = clock;
     this.#store = store;
-    this.#delayMs = delays.delayMs;
-    this.#lazyDelayMs = delays.lazyDelayMs;
+    this.#delayMs = options.delayMs;
+    this.#retryDelayMs = options.retryDelayMs;
+    this.#observer = options.observer ?? {};
+  }
+
+  get closed(): boolean {
+    return this.#closed;
   }
 
   markDirty(user: UserState, urgency: Urgency = "now"): void {
@@ -457,6 +636,7 @@ export class StateWriter {
 
   /** Resolves when every change marked so far has been written. */
   durable(): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error("the state writer is closed"));
     return new Promise((resolve, reject) => {
       this.#waiters.push({ resolve, reject });
       this.#want("now");
@@ -474,20 +654,24 @@ export class StateWriter {
   close(): void {
     this.#closed = true;
     this.#disarm();
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w.reject(new Error("the state writer is closed"));
   }
 
   #want(urgency: Urgency): void {
     if (this.#pending !== "now") this.#pending = urgency;
-    // Per-ping path: a timer already armed for a delay at least this short covers it, without
-    // reading the clock.
-    if (this.#timer !== null && (this.#timerKind === "now" || urgency === "lazy")) return;
+    // A timer already armed for a delay at least this short covers it, without reading the
+    // clock.
+    if (this.#timer !== null && (this.#timerKind === "now" || urgency === "retry")) return;
     this.#arm();
   }
 
   /** Arms the timer for what is pending; a flush in flight re-arms when it ends. */
   #arm(): void {
     if (this.#pending === null || this.#flushing !== null || this.#closed) return;
-    const due = this.#clock.now() + (this.#pending === "now" ? this.#delayMs : this.#lazyDelayMs);
+    const now = this.#clock.now();
+    const due = now + (this.#pending === "now" ? this.#delayMs : this.#retryDelayMs);
     if (this.#timer !== null && this.#timerDue <= due) return;
     this.#disarm();
     this.#timerDue = due;
@@ -496,7 +680,7 @@ export class StateWriter {
       this.#timer = null;
       this.#timerDue = Infinity;
       void this.#flush();
-    }, due - this.#clock.now());
+    }, Math.max(0, due - now));
   }
 
   #disarm(): void {
@@ -512,14 +696,18 @@ export class StateWriter {
     this.#dirty.clear();
     const waiters = this.#waiters;
     this.#waiters = [];
-    const changes = users.map((user) => user.takeChanges());
+    const taken = users.map((user) => user.takeChanges());
+    const changes = taken.map((t) => t.change);
+    const started = performance.now();
     const write = changes.length === 0 ? Promise.resolve() : this.#store.saveUserStates(changes);
     this.#flushing = write.then(
       () => {
+        if (changes.length > 0) this.#observer.storeCommit?.(performance.now() - started);
+        users.forEach((user, i) => user.changesWritten(taken[i].change, taken[i].version));
         for (const w of waiters) w.resolve();
       },
       (error) => {
-        console.error("state write failed; will retry", error);
+        this.#observer.storeCommitFailed?.(error);
         users.forEach((user, i) => user.retryChanges(changes[i]));
         for (const w of waiters) w.reject(error);
       },
@@ -537,24 +725,33 @@ export class UserStates {
   readonly runtime: UserStateRuntime;
   readonly #users = new Map<string, UserState>();
   readonly #loading = new Map<string, Promise<UserState>>();
+  readonly #evictAfterMs: number;
+  #sweepTimer: TimerHandle | null = null;
+  #stopped = false;
 
-  constructor(runtime: UserStateRuntime) {
+  constructor(runtime: UserStateRuntime, options: { evictAfterMs?: number } = {}) {
     this.runtime = runtime;
+    this.#evictAfterMs = options.evictAfterMs ?? Infinity;
+    this.#armSweep();
+  }
+
+  /** State objects in memory. */
+  get size(): number {
+    return this.#users.size;
   }
 
   /** The state object of a user, loading it once if needed. */
   get(appId: string, uid: string): Promise<UserState> {
     const key = userKey(appId, uid);
     const user = this.#users.get(key);
-    if (user !== undefined) return Promise.resolve(user);
+    if (user !== undefined) {
+      user.lastUsedAt = this.runtime.clock.now();
+      return Promise.resolve(user);
+    }
     let loading = this.#loading.get(key);
     if (loading === undefined) {
       loading = this.runtime.store.loadUserState(appId, uid).then((record) => {
-        const created = new UserState(this.runtime, appId, uid, {
-          lastSeenAt: record?.meta.lastSeenAt ?? null,
-          seqReservedTo: record?.meta.seqReservedTo,
-          sessions: record?.sessions ?? [],
-        });
+        const created = new UserState(this.runtime, appId, uid, record ?? undefined);
         this.#users.set(key, created);
         return created;
       }).finally(() => this.#loading.delete(key));
@@ -568,6 +765,20 @@ export class UserStates {
     return this.#users.get(userKey(appId, uid));
   }
 
+  /**
+   * A read-only view for the read routes (presence, sessions): the object in memory, or one
+   * built from the store and not kept, so that reads never fill memory.
+   */
+  async read(appId: string, uid: string): Promise<UserState> {
+    const held = this.#users.get(userKey(appId, uid));
+    if (held !== undefined) return held;
+    const loading = this.#loading.get(userKey(appId, uid));
+    if (loading !== undefined) return await loading;
+    const record = await this.runtime.store.loadUserState(appId, uid);
+    return this.#users.get(userKey(appId, uid)) ??
+      new UserState(this.runtime, appId, uid, record ?? undefined);
+  }
+
   /** Start-up: load the users that held a connection and restore their deadlines. */
   async revive(): Promise<number> {
     const held = await this.runtime.store.listHeldUsers();
@@ -575,12 +786,42 @@ export class UserStates {
     return held.length;
   }
 
+  /** Drops the state objects that are evictable and were not used for `evictAfterMs`. */
+  evictIdle(now = this.runtime.clock.now()): number {
+    let evicted = 0;
+    for (const [key, user] of this.#users) {
+      if (now - user.lastUsedAt >= this.#evictAfterMs && user.evictable) {
+        this.#users.delete(key);
+        evicted++;
+      }
+    }
+    return evicted;
+  }
+
+  /** Stops the eviction sweep (shutdown; tests that simulate a crash). */
+  stopTimers(): void {
+    this.#stopped = true;
+    if (this.#sweepTimer !== null) this.runtime.clock.clearTimer(this.#sweepTimer);
+    this.#sweepTimer = null;
+  }
+
   /** Shutdown: 1012 to every socket, then write everything. */
   async shutdown(): Promise<void> {
+    this.stopTimers();
     for (const user of this.#users.values()) user.closeSocketsForShutdown();
     this.runtime.alarms.close();
     await this.runtime.writer.flushAll();
     this.runtime.writer.close();
+  }
+
+  #armSweep(): void {
+    if (!Number.isFinite(this.#evictAfterMs) || this.#stopped) return;
+    const every = Math.max(1_000, Math.floor(this.#evictAfterMs / 4));
+    this.#sweepTimer = this.runtime.clock.setTimer(() => {
+      this.#sweepTimer = null;
+      this.evictIdle();
+      this.#armSweep();
+    }, every);
   }
 }
 

@@ -363,14 +363,81 @@ Deno.test("ERR_PAYLOAD_TOO_LARGE: HTTP body (413) and socket frame (error, close
   const { credential } = await login(gateway, "auto");
   const { socket } = await TestSocket.connect(gateway, credential);
   socket.sendRaw(JSON.stringify({ type: "ping", id: "é".repeat(600) })); // 1200+ bytes in UTF-8
-  assert.equal((await socket.next("error")).errorCode, "ERR_PAYLOAD_TOO_LARGE");
-  assert.equal((await socket.next("closing")).reason, "payload_too_large");
+  // Refused from the frame's header, before its payload is read: close 1009 at once.
   assert.equal((await socket.closed).code, 1009);
+  assert.deepEqual(socket.unread(), []);
   const view = await gateway.rest.session.status({ headers: bearer(credential) });
   assert.equal(
     (view.body as { lastDisconnectReason: string }).lastDisconnectReason,
     "payload_too_large",
   );
+});
+
+/** One raw HTTP/1.1 exchange over TCP: what node:http itself answers, before any route. */
+async function rawExchange(
+  gateway: TestGateway,
+  request: string,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: gateway.port });
+  try {
+    await conn.write(new TextEncoder().encode(request));
+    let text = "";
+    const buffer = new Uint8Array(65_536);
+    for (;;) {
+      const n = await conn.read(buffer).catch(() => null);
+      if (n === null) break;
+      text += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    const [head, body] = [
+      text.slice(0, text.indexOf("\r\n\r\n")),
+      text.slice(text.indexOf("\r\n\r\n") + 4),
+    ];
+    return { status: Number(head.split(" ")[1]), body: JSON.parse(body) };
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed by the peer */ }
+  }
+}
+
+function expectRawError(
+  answer: { status: number; body: Record<string, unknown> },
+  code: ErrorCode,
+): void {
+  assert.equal(answer.status, statusOf(code), JSON.stringify(answer.body));
+  assert.equal(answer.body.errorCode, code);
+  assert.equal(typeof answer.body.errorDescription, "string");
+  seen.add(code);
+}
+
+Deno.test("ERR_HEADERS_TOO_LARGE: a request head over MAX_HEADER_BYTES (431)", async () => {
+  await using gateway = await startTestGateway({ maxHeaderBytes: 4096 });
+  const headers = Array.from({ length: 200 }, (_, i) => `x-h${i}: ${"v".repeat(30)}\r\n`).join("");
+  const answer = await rawExchange(
+    gateway,
+    `GET /v1/session HTTP/1.1\r\nhost: x\r\n${headers}\r\n`,
+  );
+  expectRawError(answer, "ERR_HEADERS_TOO_LARGE");
+  assert.equal((answer.body.details as { limitBytes: number }).limitBytes, 4096);
+});
+
+Deno.test("ERR_REQUEST_TIMEOUT: a request head that never ends (408)", async () => {
+  await using gateway = await startTestGateway({ headersTimeoutMs: 300, requestTimeoutMs: 300 });
+  const answer = await rawExchange(gateway, "GET / HTTP/1.1\r\nhost: x\r\n");
+  expectRawError(answer, "ERR_REQUEST_TIMEOUT");
+});
+
+Deno.test("ERR_SERVICE_UNAVAILABLE: requests while the gateway drains (503)", async () => {
+  await using gateway = await startTestGateway();
+  gateway.services.health.draining = true;
+  await expectHttpError(
+    post(gateway, "/v1/apps/demo/init", { region: "us" }),
+    "ERR_SERVICE_UNAVAILABLE",
+  );
+  const ready = await fetch(`${gateway.url}/readyz`);
+  assert.equal(ready.status, 503);
+  assert.equal((await ready.json()).checks.draining, false);
+  gateway.services.health.draining = false;
 });
 
 Deno.test("ERR_NOT_FOUND: unknown route, unknown token to revoke (404)", async () => {

@@ -88,10 +88,10 @@ Deno.test("socket login: refused logins answer the login's error code, then clos
     socket.sendRaw(JSON.stringify({ type: "connect", id: 1, login: body }));
     await expectRefused(socket, code);
   }
-  // Without a credential, a connect without login is refused the same way.
+  // Without a credential, a connect without login: no logged-in user (SPEC §3).
   await using bare = await anonymous(gateway);
   bare.send({ type: "connect", id: 1 });
-  await expectRefused(bare, "AUTH_ERR_AUTH_TOKEN_NOT_FOUND");
+  await expectRefused(bare, "ERROR_USER_NOT_LOGGED_IN");
 });
 
 Deno.test("socket login: malformed or misplaced logins get ERR_BAD_REQUEST and the socket stays", async () => {

@@ -26,13 +26,13 @@ export function storeConformance(engine: string, open: () => Promise<GatewayStor
   });
 
   test("auth tokens are stored, read and deleted only by their owner", async (store) => {
-    const record = { appId: "app", uid: "u1", authToken: "at_1", createdAt: 1, expiresAt: null };
+    const record = { appId: "app", uid: "u1", tokenHash: "h_1", createdAt: 1, expiresAt: null };
     await store.putAuthToken(record);
-    assert.deepEqual(await store.getAuthToken("at_1"), record);
-    assert.equal(await store.deleteAuthToken("app", "u2", "at_1"), false);
-    assert.equal(await store.deleteAuthToken("app", "u1", "at_1"), true);
-    assert.equal(await store.getAuthToken("at_1"), null);
-    assert.equal(await store.deleteAuthToken("app", "u1", "at_1"), false);
+    assert.deepEqual(await store.getAuthToken("h_1"), record);
+    assert.equal(await store.deleteAuthToken("app", "u2", "h_1"), false);
+    assert.equal(await store.deleteAuthToken("app", "u1", "h_1"), true);
+    assert.equal(await store.getAuthToken("h_1"), null);
+    assert.equal(await store.deleteAuthToken("app", "u1", "h_1"), false);
   });
 
   test("user states: sessions put and deleted; held users listed", async (store) => {

@@ -13,7 +13,11 @@ class FakeSocket implements SocketPort {
   closes: Array<{ reason: CloseReason; at: number }> = [];
   constructor(private clock: ManualClock) {}
   events: Array<{ seq: number; message: Message }> = [];
+  touches: number[] = [];
   send(): void {}
+  touch(now: number): void {
+    this.touches.push(now);
+  }
   sendEvent(text: string): boolean {
     this.events.push(JSON.parse(text));
     return true;
@@ -24,7 +28,7 @@ class FakeSocket implements SocketPort {
 }
 
 /** A runtime on fake time; `shared` is a store that outlives it (a restart), else its own. */
-async function setup(shared?: KvStore) {
+async function setup(shared?: KvStore, options: { deadlineBoundMs?: number } = {}) {
   const clock = new ManualClock();
   const store = shared ?? await KvStore.open(":memory:");
   const runtime = new UserStateRuntime(
@@ -37,16 +41,37 @@ async function setup(shared?: KvStore) {
     {
       tickMs: DEFAULTS.deadlineTickMs,
       persistDelayMs: 0,
-      persistLazyMs: 1_000,
+      deadlineBoundMs: options.deadlineBoundMs ?? DEFAULTS.deadlineBoundMs,
     },
   );
-  const users = new UserStates(runtime);
+  const users = new UserStates(runtime, { evictAfterMs: DEFAULTS.userEvictAfterMs });
+  /** Runs the writer's timers and lets the store's real I/O finish. */
+  const settle = async (ms = 1) => {
+    clock.advance(ms);
+    for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 1));
+  };
+  /** Waits for `promise`, moving fake time so that the group commit behind it runs. */
+  const durable = async <T>(promise: Promise<T>): Promise<T> => {
+    let done = false;
+    const result = promise.finally(() => (done = true));
+    for (let i = 0; i < 200 && !done; i++) await settle(1);
+    return await result;
+  };
+  /** A crash: nothing more is written, no socket gets a close frame, timers stop. */
+  const crash = () => {
+    runtime.writer.close();
+    runtime.alarms.close();
+    users.stopTimers();
+  };
   return {
     clock,
     store,
     users,
+    settle,
+    durable,
+    crash,
     [Symbol.asyncDispose]: async () => {
-      await users.shutdown();
+      if (!runtime.writer.closed) await users.shutdown();
       if (shared === undefined) store.close();
     },
   };
@@ -118,31 +143,139 @@ Deno.test("user state: changes are group-committed; heartbeats write nothing", a
   assert.deepEqual(saved, [], "heartbeats only move lastPingAt: no write");
 });
 
-Deno.test("user state: a ping that only extends a deadline is written lazily, the rest at once", async () => {
+Deno.test("user state: pings inside the persisted bound write nothing; the bound runs ahead", async () => {
   await using env = await setup();
-  const { clock, users, store } = env;
+  const { clock, users, store, settle, durable } = env;
   const user = await users.get("demo", "u1");
   user.createSession("s1", "manual");
   user.attach("s1", new FakeSocket(clock), "foreground", false);
-  user.call("s1", { type: "app_state", appState: "background", backgroundService: false });
-  const stored = async () => (await store.loadUserState("demo", "u1"))?.sessions[0];
-  const settle = async (ms: number) => {
-    clock.advance(ms);
-    // Let the store's async commit finish (it is real I/O, not on the manual clock).
-    for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 1));
-  };
-  await settle(1);
-  const entered = (await stored())!.liveness.deadline!;
-  assert.equal(entered, clock.now() - 1 + 30_000, "entering background is written at once");
+  const entering = user.call("s1", {
+    type: "app_state",
+    appState: "background",
+    backgroundService: false,
+  });
+  assert.ok(entering.ok && entering.durable, "the state reply waits for the write");
+  await durable(entering.durable);
+  const stored = async () => (await store.loadUserState("demo", "u1"))!.sessions[0];
+  const entered = (await stored()).liveness.deadline!;
+  assert.equal((await stored()).deadlineBound, entered + DEFAULTS.deadlineBoundMs);
 
-  clock.advance(5_000);
-  user.call("s1", { type: "ping", source: "app" });
-  const extended = user.session("s1")!.liveness.deadline!;
+  const saved: number[] = [];
+  const original = store.saveUserStates.bind(store);
+  store.saveUserStates = (changes) => {
+    saved.push(changes.length);
+    return original(changes);
+  };
+  // Pings every 100 ms for 2 s: each moves the deadline, none passes half the bound's lead.
+  for (let i = 0; i < 20; i++) {
+    clock.advance(100);
+    const ping = user.call("s1", { type: "ping", source: "app" });
+    assert.ok(ping.ok && ping.durable === undefined, "a pong inside the bound does not wait");
+  }
   await settle(10);
-  assert.equal((await stored())!.liveness.deadline, entered, "the extension waits");
-  await settle(1_000);
-  assert.equal((await stored())!.liveness.deadline, extended, "…and is written within 1 s");
-  assert.ok((await stored())!.lastPingAt !== null);
+  assert.deepEqual(saved, [], "no write on the ping path");
+  // Past half the lead: one write moves the bound ahead again; the pong still does not wait.
+  clock.advance(1_000);
+  const ping = user.call("s1", { type: "ping", source: "app" });
+  assert.ok(ping.ok && ping.durable === undefined);
+  await settle(1);
+  assert.equal(saved.length, 1);
+  const deadline = user.session("s1")!.liveness.deadline!;
+  assert.equal((await stored()).deadlineBound, deadline + DEFAULTS.deadlineBoundMs);
+});
+
+Deno.test("user state: after a crash, no deadline fires before the one last announced", async () => {
+  const store = await KvStore.open(":memory:");
+  try {
+    let announced: number;
+    let crashedAt: number;
+    {
+      const env = await setup(store);
+      const { clock, users, durable } = env;
+      const user = await users.get("demo", "u1");
+      user.createSession("s1", "manual");
+      user.attach("s1", new FakeSocket(clock), "foreground", false);
+      const entering = user.call("s1", {
+        type: "app_state",
+        appState: "background",
+        backgroundService: false,
+      });
+      if (entering.ok && entering.durable) await durable(entering.durable);
+      // The finding: a ping at +20 s promises +50 s; the process dies 200 ms later.
+      clock.advance(20_000);
+      const ping = user.call("s1", { type: "ping", source: "app" });
+      assert.ok(ping.ok);
+      if (ping.durable) await durable(ping.durable); // the pong goes out only after this
+      announced = ping.session.liveness.deadline!;
+      clock.advance(200);
+      crashedAt = clock.now();
+      env.crash();
+    }
+    {
+      await using env = await setup(store);
+      const { clock, users } = env;
+      assert.equal(await users.revive(), 1);
+      const user = users.peek("demo", "u1")!;
+      const restored = user.session("s1")!.liveness.deadline!;
+      assert.ok(restored >= announced, `restored ${restored} is before announced ${announced}`);
+      assert.ok(restored <= announced + DEFAULTS.deadlineBoundMs, "at most the bound later");
+      clock.advance(restored - clock.now() - 1);
+      assert.equal(user.session("s1")!.liveness.connected, true, "held until the deadline");
+      clock.advance(1 + DEFAULTS.deadlineTickMs);
+      const after = user.session("s1")!.liveness;
+      assert.equal(after.connected, false);
+      assert.equal(after.lastDisconnectReason, "liveness_timeout");
+      assert.ok(after.lastDisconnectAt! >= announced, "never early");
+      assert.ok(crashedAt < announced);
+    }
+  } finally {
+    store.close();
+  }
+});
+
+Deno.test("user state: an HTTP ping counts as life for the session's connection", async () => {
+  await using env = await setup();
+  const { clock, users } = env;
+  const user = await users.get("demo", "u1");
+  user.createSession("s1", "manual");
+  const socket = new FakeSocket(clock);
+  user.attach("s1", socket, "foreground", false);
+  clock.advance(1_000);
+  assert.equal(user.call("s1", { type: "ping", source: "http" }).ok, true);
+  assert.deepEqual(socket.touches, [clock.now()]);
+  user.call("s1", { type: "ping", source: "app" });
+  assert.equal(socket.touches.length, 1, "a ping over the socket is life on the socket already");
+});
+
+Deno.test("user state: idle state objects are evicted; held, pinned or unwritten ones are not", async () => {
+  await using env = await setup();
+  const { clock, users, settle } = env;
+  const evictAfter = DEFAULTS.userEvictAfterMs;
+  const idle = await users.get("demo", "idle");
+  const connected = await users.get("demo", "connected");
+  connected.createSession("s1", "auto");
+  connected.attach("s1", new FakeSocket(clock), "foreground", false);
+  const pinned = await users.get("demo", "pinned");
+  pinned.pin();
+  await settle(1);
+  const unwritten = await users.get("demo", "unwritten");
+  unwritten.createSession("s1", "auto");
+  assert.equal(idle.evictable, true);
+  assert.equal(unwritten.evictable, false, "a change not written yet keeps it");
+
+  users.runtime.writer.close(); // nothing more is written: `unwritten` stays unwritten
+  assert.equal(users.evictIdle(idle.lastUsedAt + evictAfter - 1), 0, "not before the idle time");
+  assert.equal(users.evictIdle(clock.now() + evictAfter), 1);
+  assert.equal(users.peek("demo", "idle"), undefined);
+  for (const uid of ["connected", "pinned", "unwritten"]) {
+    assert.ok(users.peek("demo", uid) !== undefined, `${uid} stays in memory`);
+  }
+  pinned.unpin();
+  assert.equal(users.evictIdle(clock.now() + evictAfter), 1, "unpinned: evicted");
+  // Reads do not load users for good.
+  const read = await users.read("demo", "never-held");
+  assert.equal(read.online, false);
+  assert.equal(users.peek("demo", "never-held"), undefined);
 });
 
 const textTo = (to: string, text: string): Message => ({
@@ -156,13 +289,16 @@ const textTo = (to: string, text: string): Message => ({
 
 Deno.test("user state: a message goes to connected sessions only, with the next seq", async () => {
   await using env = await setup();
-  const { clock, users } = env;
+  const { clock, users, durable } = env;
   const user = await users.get("demo", "u1");
   user.createSession("s1", "auto");
   user.createSession("s2", "manual"); // logged in, never connected
   const socket = new FakeSocket(clock);
   user.attach("s1", socket, "foreground", false);
 
+  assert.equal(user.seqCapacity, 0, "no seq before its reservation is written");
+  assert.throws(() => user.deliver(textTo("u1", "too early")));
+  await durable(user.seqReady());
   assert.deepEqual(user.deliver(textTo("u1", "a")), { seq: 1, deliveredTo: 1 });
   assert.deepEqual(user.deliver(textTo("u1", "b")), { seq: 2, deliveredTo: 1 });
   assert.deepEqual(socket.events.map((e) => [e.seq, e.message.kind === "text" && e.message.text]), [
@@ -176,32 +312,41 @@ Deno.test("user state: a message goes to connected sessions only, with the next 
 
 Deno.test("user state: seq keeps increasing across a restart and across a crash", async () => {
   const store = await KvStore.open(":memory:");
+  const deliverAll = async (
+    env: Awaited<ReturnType<typeof setup>>,
+    user: Awaited<ReturnType<UserStates["get"]>>,
+    count: number,
+  ) => {
+    const seqs: number[] = [];
+    for (let i = 0; i < count; i++) {
+      if (user.seqCapacity <= 0) await env.durable(user.seqReady());
+      seqs.push(user.deliver(textTo("u1", `${i}`)).seq);
+    }
+    return seqs;
+  };
   try {
     // A graceful stop: the stream continues right after the last number handed out.
     {
       await using env = await setup(store);
       const user = await env.users.get("demo", "u1");
-      for (let i = 0; i < 700; i++) user.deliver(textTo("u1", `${i}`));
+      await deliverAll(env, user, 700);
       assert.equal(user.lastSeq, 700);
     }
-    let resumedAt: number;
+    let acknowledged: number;
     {
       const env = await setup(store);
       const user = await env.users.get("demo", "u1");
-      resumedAt = user.deliver(textTo("u1", "after restart")).seq;
-      assert.equal(resumedAt, 701, "a graceful restart continues at the next number");
-      env.clock.advance(1); // the reservation's group commit
-      await env.users.runtime.writer.flushAll();
-      for (let i = 0; i < 10; i++) user.deliver(textTo("u1", `x${i}`));
-      // A crash: nothing more is written (no shutdown, timers stopped).
-      env.users.runtime.writer.close();
-      env.users.runtime.alarms.close();
+      const [first] = await deliverAll(env, user, 1);
+      assert.equal(first, 701, "a graceful restart continues at the next number");
+      // The finding: the first message after the state loads, then kill -9 right after.
+      acknowledged = first;
+      env.crash();
     }
     {
       await using env = await setup(store);
       const user = await env.users.get("demo", "u1");
-      const seq = user.deliver(textTo("u1", "after crash")).seq;
-      assert.ok(seq > resumedAt + 10, `seq ${seq} repeats one handed out before the crash`);
+      const [seq] = await deliverAll(env, user, 1);
+      assert.ok(seq > acknowledged, `seq ${seq} repeats one handed out before the crash`);
     }
   } finally {
     store.close();

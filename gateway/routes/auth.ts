@@ -1,6 +1,7 @@
 /** Authentication of HTTP calls: the app, its server API key, and session credentials. */
 import type { Context } from "hono";
 import type { AppConfig } from "../config.ts";
+import { constantTimeEqual } from "../credential.ts";
 import { GatewayError } from "../errors.ts";
 import type { GatewayEnv, GatewayServices } from "../services.ts";
 import type { LiveSession, UserState } from "../user_state.ts";
@@ -34,7 +35,8 @@ export async function sessionOf(
   if (header === undefined || header.trim() === "") {
     throw new GatewayError("ERROR_USER_NOT_LOGGED_IN", "No session credential was given.");
   }
-  const match = /^Bearer\s+(\S+)$/.exec(header.trim());
+  // Auth schemes are case-insensitive (RFC 9110 §11.1).
+  const match = /^Bearer\s+(\S+)$/i.exec(header.trim());
   const found = match === null ? null : await resolveCredential(services, match[1]);
   if (found === null) throw new GatewayError("AUTH_ERR_AUTH_TOKEN_NOT_FOUND");
   return found;
@@ -50,12 +52,4 @@ export async function resolveCredential(
   const user = await services.users.get(claims.appId, claims.uid);
   const session = user.session(claims.sessionId);
   return session === undefined ? null : { user, session };
-}
-
-function constantTimeEqual(a: string, b: string): boolean {
-  let diff = a.length ^ b.length;
-  for (let i = 0; i < Math.max(a.length, b.length); i++) {
-    diff |= a.charCodeAt(i % (a.length || 1)) ^ b.charCodeAt(i % (b.length || 1));
-  }
-  return diff === 0;
 }

@@ -51,16 +51,19 @@ export function clientRoutes(services: GatewayServices): ImplementedRoute[] {
     implement(contract.session.ping, async (_request, c) => {
       const { user, session } = await sessionOf(services, c);
       const now = clock.now();
-      const after = callOrThrow(user, session.sessionId, { type: "ping", source: "http" }, now);
-      return {
-        status: 200 as const,
-        body: {
-          serverTime: now,
-          appState: after.liveness.appState,
-          connected: after.liveness.connected,
-          backgroundDeadline: after.liveness.deadline,
-        },
+      services.metrics.pings.http++;
+      const result = user.call(session.sessionId, { type: "ping", source: "http" }, now);
+      if (!result.ok) throw new GatewayError(result.errorCode);
+      const after = result.session.liveness;
+      const body = {
+        serverTime: now,
+        appState: after.appState,
+        connected: after.connected,
+        backgroundDeadline: after.deadline,
       };
+      // The reply announces the deadline: it goes out once the store covers it.
+      if (result.durable !== undefined) await result.durable;
+      return { status: 200 as const, body };
     }),
 
     implement(contract.session.disconnect, async (_request, c) => {

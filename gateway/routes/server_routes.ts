@@ -3,7 +3,7 @@
  * messages.
  */
 import { contract, type Message } from "../../contract/mod.ts";
-import { toBase64Url } from "../credential.ts";
+import { authTokenHash, toBase64Url } from "../credential.ts";
 import { GatewayError } from "../errors.ts";
 import type { GatewayServices } from "../services.ts";
 import type { UserState } from "../user_state.ts";
@@ -45,7 +45,8 @@ export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
   ) => {
     const app = serverApp(services, c, params.appId);
     await requireUser(app.appId, params.uid);
-    return await users.get(app.appId, params.uid);
+    // A read: it must not load the user into memory for good.
+    return await users.read(app.appId, params.uid);
   };
 
   return [
@@ -62,21 +63,26 @@ export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
       const app = serverApp(services, c, params.appId);
       await requireUser(app.appId, params.uid);
       const now = clock.now();
-      const record = {
+      const authToken = `at_${randomToken()}`;
+      const expiresAt = body.ttlSeconds === undefined ? null : now + body.ttlSeconds * 1000;
+      // Only the hash is stored: the reply is the one place the token appears.
+      await store.putAuthToken({
         appId: app.appId,
         uid: params.uid,
-        authToken: `at_${randomToken()}`,
+        tokenHash: authTokenHash(authToken),
         createdAt: now,
-        expiresAt: body.ttlSeconds === undefined ? null : now + body.ttlSeconds * 1000,
+        expiresAt,
+      });
+      return {
+        status: 201 as const,
+        body: { authToken, uid: params.uid, createdAt: now, expiresAt },
       };
-      await store.putAuthToken(record);
-      const { authToken, uid, createdAt, expiresAt } = record;
-      return { status: 201 as const, body: { authToken, uid, createdAt, expiresAt } };
     }),
 
     implement(contract.server.revokeAuthToken, async ({ params }, c) => {
       const app = serverApp(services, c, params.appId);
-      if (!(await store.deleteAuthToken(app.appId, params.uid, params.authToken))) {
+      const tokenHash = authTokenHash(params.authToken);
+      if (!(await store.deleteAuthToken(app.appId, params.uid, tokenHash))) {
         throw new GatewayError("ERR_NOT_FOUND", "No such auth token for this user.");
       }
       return { status: 200 as const, body: { ok: true as const } };
@@ -119,18 +125,36 @@ export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
         );
       }
       // In memory for connected users; loaded (once) for the others, whose seq still counts.
-      const states = body.to.map((uid) => users.peek(app.appId, uid) ?? users.get(app.appId, uid));
-      if (states.some((state) => state instanceof Promise)) {
-        for (let i = 0; i < states.length; i++) states[i] = await states[i];
+      // Each is pinned until the send is done, so none is evicted while the send waits.
+      const pinned = (state: UserState) => (state.pin(), state);
+      const settled = await Promise.allSettled(body.to.map((uid) => {
+        const held = users.peek(app.appId, uid);
+        return held !== undefined ? pinned(held) : users.get(app.appId, uid).then(pinned);
+      }));
+      const states = settled.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
+      try {
+        const failed = settled.find((r) => r.status === "rejected");
+        if (failed !== undefined) throw failed.reason;
+        // A seq is handed out only once its reservation is on disk, so an acknowledged seq is
+        // never handed out again, after a crash either (usually no wait: blocks are reserved
+        // ahead).
+        for (;;) {
+          const waits = states.filter((state) => state.seqCapacity <= 0)
+            .map((state) => state.seqReady());
+          if (waits.length === 0) break;
+          await Promise.all(waits);
+        }
+        const id = `msg_${randomToken()}`;
+        const sentAt = clock.now();
+        const from = body.from ?? null;
+        const recipients = states.map((state) => {
+          const message: Message = { ...body.message, id, from, to: state.uid, sentAt };
+          return { uid: state.uid, ...state.deliver(message) };
+        });
+        return { status: 200 as const, body: { id, sentAt, recipients } };
+      } finally {
+        for (const state of states) state.unpin();
       }
-      const id = `msg_${randomToken()}`;
-      const sentAt = clock.now();
-      const from = body.from ?? null;
-      const recipients = (states as UserState[]).map((state) => {
-        const message: Message = { ...body.message, id, from, to: state.uid, sentAt };
-        return { uid: state.uid, ...state.deliver(message) };
-      });
-      return { status: 200 as const, body: { id, sentAt, recipients } };
     }),
   ];
 }

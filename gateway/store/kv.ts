@@ -1,12 +1,13 @@
 /**
  * Deno KV engine of the store. Keys:
  *   ["user", appId, uid]                  → User
- *   ["token", authToken]                  → AuthTokenRecord
+ *   ["token", tokenHash]                  → AuthTokenRecord (the hash only, never the token)
  *   ["meta", appId, uid]                  → UserMetaRecord
  *   ["session", appId, uid, sessionId]    → SessionRecord (one key each: KV values max 64 KiB)
  *   ["held", appId, uid]                  → true while the user holds a connection
  */
 import type { User } from "../../contract/mod.ts";
+import { authTokenHash } from "../credential.ts";
 import type {
   AuthTokenRecord,
   GatewayStore,
@@ -28,7 +29,9 @@ export class KvStore implements GatewayStore {
 
   /** Opens the store; without a path, the platform's own KV (Deno Deploy). */
   static async open(path: string | undefined): Promise<KvStore> {
-    return new KvStore(await Deno.openKv(path));
+    const store = new KvStore(await Deno.openKv(path));
+    await store.#hashLegacyTokens(authTokenHash);
+    return store;
   }
 
   async createUser(appId: string, user: User): Promise<boolean> {
@@ -43,20 +46,45 @@ export class KvStore implements GatewayStore {
   }
 
   async putAuthToken(record: AuthTokenRecord): Promise<void> {
-    await this.#kv.set(["token", record.authToken], record);
+    await this.#kv.set(["token", record.tokenHash], record);
   }
 
-  async getAuthToken(authToken: string): Promise<AuthTokenRecord | null> {
-    return (await this.#kv.get<AuthTokenRecord>(["token", authToken])).value;
+  async getAuthToken(tokenHash: string): Promise<AuthTokenRecord | null> {
+    return (await this.#kv.get<AuthTokenRecord>(["token", tokenHash])).value;
   }
 
-  async deleteAuthToken(appId: string, uid: string, authToken: string): Promise<boolean> {
-    const entry = await this.#kv.get<AuthTokenRecord>(["token", authToken]);
+  async deleteAuthToken(appId: string, uid: string, tokenHash: string): Promise<boolean> {
+    const entry = await this.#kv.get<AuthTokenRecord>(["token", tokenHash]);
     if (entry.value === null || entry.value.appId !== appId || entry.value.uid !== uid) {
       return false;
     }
-    const result = await this.#kv.atomic().check(entry).delete(["token", authToken]).commit();
+    const result = await this.#kv.atomic().check(entry).delete(["token", tokenHash]).commit();
     return result.ok;
+  }
+
+  /**
+   * Stores written before tokens were hashed keep the token itself as the key: each such
+   * entry is rewritten under its hash, once, at open.
+   */
+  async #hashLegacyTokens(hash: (token: string) => string): Promise<number> {
+    let moved = 0;
+    for await (
+      const entry of this.#kv.list<AuthTokenRecord & { authToken?: string }>({
+        prefix: ["token"],
+      })
+    ) {
+      const legacy = entry.value.authToken;
+      if (legacy === undefined) continue;
+      const { authToken: _dropped, ...rest } = entry.value;
+      const record: AuthTokenRecord = { ...rest, tokenHash: hash(legacy) };
+      await this.#kv.atomic().check(entry).delete(entry.key).set(
+        ["token", record.tokenHash],
+        record,
+      )
+        .commit();
+      moved++;
+    }
+    return moved;
   }
 
   async loadUserState(appId: string, uid: string): Promise<UserStateRecord | null> {

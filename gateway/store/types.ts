@@ -6,10 +6,14 @@
 import type { Mode, User } from "../../contract/mod.ts";
 import type { SessionLiveness } from "../liveness.ts";
 
+/**
+ * An auth token as stored: only its hash (`authTokenHash`). Tokens are random (≥ 128 bits),
+ * so a fast hash is enough, and a copy of the store does not log anyone in.
+ */
 export interface AuthTokenRecord {
   appId: string;
   uid: string;
-  authToken: string;
+  tokenHash: string;
   createdAt: number;
   expiresAt: number | null;
 }
@@ -22,6 +26,11 @@ export interface SessionRecord {
   /** When the last accepted ping arrived (written along with other changes, never alone). */
   lastPingAt: number | null;
   liveness: SessionLiveness;
+  /**
+   * No deadline announced for this session is later than this (user_state.ts explains the
+   * bound); a restart after a crash restores the deadline as this. Absent in older records.
+   */
+  deadlineBound?: number | null;
 }
 
 /** The per-user part of the durable state of one user's single-writer object. */
@@ -60,9 +69,10 @@ export interface GatewayStore {
   getUser(appId: string, uid: string): Promise<User | null>;
 
   putAuthToken(record: AuthTokenRecord): Promise<void>;
-  getAuthToken(authToken: string): Promise<AuthTokenRecord | null>;
-  /** Deletes a token of that user; false if there was none. */
-  deleteAuthToken(appId: string, uid: string, authToken: string): Promise<boolean>;
+  /** The token whose hash this is. */
+  getAuthToken(tokenHash: string): Promise<AuthTokenRecord | null>;
+  /** Deletes a token (by hash) of that user; false if there was none. */
+  deleteAuthToken(appId: string, uid: string, tokenHash: string): Promise<boolean>;
 
   loadUserState(appId: string, uid: string): Promise<UserStateRecord | null>;
   /** Writes several users' changes as one group commit. */

@@ -1,0 +1,504 @@
+/**
+ * The self-hosting transport: node:http and the `ws` package, under Deno's Node compatibility.
+ *
+ * Why not `Deno.serve`: it accepts and parses connections in Rust before JavaScript sees them,
+ * so a connection that never finishes its head is invisible (no cap, no timeout), an accept
+ * error on a full descriptor table ends the process, and a WebSocket frame is read whole (up to
+ * 64 MiB) before its size can be checked. Here every TCP connection is a `net.Socket` from
+ * accept to close:
+ *
+ * - a global cap below the process's descriptor limit (`server.maxConnections`, with the listen
+ *   backlog kept small: Deno accepts a whole backlog at once, and an accept that fails with
+ *   EMFILE stops its listener for good), a cap and a connect rate per client address;
+ * - timeouts for a request's head, a whole request, an idle keep-alive connection and an
+ *   unanswered close handshake;
+ * - bodies counted while they arrive (413 and the connection closed past the limit), heads
+ *   capped, malformed requests answered with the contract's error payload;
+ * - `ws` refuses a frame longer than the limit from its header (close 1009) before it holds
+ *   the payload.
+ *
+ * `deno task bench` compares this with `Deno.serve` (BENCHMARKS.md).
+ */
+import http from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import type { Buffer } from "node:buffer";
+// @ts-types="@types/ws"
+import { type WebSocket as WsSocket, WebSocketServer } from "ws";
+import { type ErrorCode, errorPayload, statusOf } from "../../contract/mod.ts";
+import { KeyedRateLimiter } from "../rate_limit.ts";
+import {
+  normalizeAddress,
+  type RequestInfo,
+  type RunningTransport,
+  type ServeOptions,
+  type Upgrade,
+  UpgradeRefused,
+  type WireEvents,
+  type WireSocket,
+} from "./types.ts";
+
+/**
+ * Connections waiting in the kernel to be accepted. Deno's accept loop takes all of them in
+ * one turn, so the descriptors they need must fit under the limit next to `maxConnections`.
+ */
+export const LISTEN_BACKLOG = 128;
+
+/** Refused connections kept open at most this long so that their 429 can be read. */
+const REFUSAL_LINGER_MS = 1_000;
+/** At most this many refused connections linger at once; beyond that they are dropped at once. */
+const MAX_LINGERING = 256;
+
+const encoder = new TextEncoder();
+
+/** The header by which the handler's answer says "upgrade accepted" (see `acceptUpgrade`). */
+const UPGRADE_MARKER = "x-gateway-upgrade-accepted";
+const markerToken = crypto.randomUUID();
+
+/** Starts the node:http + ws transport; resolves once listening. */
+export async function serveNode(options: ServeOptions): Promise<RunningTransport> {
+  const { limits } = options;
+  const refused = options.onRefused ?? (() => {});
+  const reportError = options.onError ?? (() => {});
+
+  const server = http.createServer({
+    maxHeaderSize: limits.maxHeaderBytes,
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    // How often node:http looks for requests past their timeouts.
+    connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs),
+    noDelay: true,
+  } as http.ServerOptions);
+  server.maxConnections = limits.maxConnections;
+
+  const wss = new WebSocketServer({
+    // ws ≥ 8.20 closes the TCP connection when a close handshake is not answered in time
+    // (@types/ws does not list the option yet).
+    ...({ closeTimeout: limits.closeTimeoutMs } as Record<string, number>),
+    noServer: true,
+    clientTracking: false,
+    perMessageDeflate: false,
+    maxPayload: limits.maxFrameBytes,
+    // Control frames go through the gateway's frame budget and output limit like any other.
+    autoPong: false,
+    handleProtocols: (_offered: Set<string>, req: IncomingMessage) =>
+      chosenProtocol.get(req) ?? false,
+  });
+  const chosenProtocol = new WeakMap<IncomingMessage, string>();
+
+  // ---- connections: caps per address and a connect rate, before any byte is parsed ----
+  const sockets = new Set<Socket>();
+  const perAddress = new Map<string, number>();
+  const connectRate = new KeyedRateLimiter(limits.connectRatePerIp, limits.connectRatePerIp * 2);
+
+  /**
+   * Closes `socket` after `answer` (a whole HTTP response), draining what the peer still sends
+   * for up to `lingerMs` so that the answer is not lost to a reset; then drops it.
+   */
+  const lingering = new Set<Socket>();
+  const endWith = (socket: Socket, answer: string, lingerMs: number) => {
+    if (lingering.size >= MAX_LINGERING) return void socket.destroy();
+    lingering.add(socket);
+    const timer = setTimeout(() => socket.destroy(), lingerMs);
+    socket.once("close", () => {
+      lingering.delete(socket);
+      clearTimeout(timer);
+    });
+    socket.on("error", () => {});
+    socket.resume();
+    socket.end(answer);
+  };
+
+  const refuseConnection = (socket: Socket, kind: "per_ip_cap" | "connect_rate") => {
+    refused(kind);
+    // Say why (an HTTP client or a WebSocket upgrade reads a 429), then let go.
+    const description = kind === "per_ip_cap"
+      ? "Too many connections from this address."
+      : "Too many new connections from this address.";
+    endWith(socket, rawResponse("ERR_TOO_MANY_REQUESTS", description), REFUSAL_LINGER_MS);
+  };
+
+  server.on("connection", (socket: Socket) => {
+    const address = normalizeAddress(socket.remoteAddress);
+    const held = perAddress.get(address) ?? 0;
+    if (held >= limits.maxConnectionsPerIp) return refuseConnection(socket, "per_ip_cap");
+    if (!connectRate.take(address, Date.now())) return refuseConnection(socket, "connect_rate");
+    perAddress.set(address, held + 1);
+    sockets.add(socket);
+    socket.once("close", () => {
+      sockets.delete(socket);
+      const left = (perAddress.get(address) ?? 1) - 1;
+      if (left <= 0) perAddress.delete(address);
+      else perAddress.set(address, left);
+    });
+  });
+
+  // Accept errors and the like: reported, never thrown (an unhandled 'error' would end the
+  // process).
+  server.on("error", (error: Error) => reportError("transport.server_error", error));
+
+  // A request node:http could not parse, or that ran out of time: answered with the error
+  // payload (not a bare status line), then the connection is closed.
+  server.on("clientError", (error: Error & { code?: string }, socket: Socket) => {
+    if (error.code === "ECONNRESET" || !socket.writable) return void socket.destroy();
+    let answer: string;
+    if (error.code === "HPE_HEADER_OVERFLOW") {
+      refused("header_size");
+      answer = rawResponse("ERR_HEADERS_TOO_LARGE", undefined, {
+        limitBytes: limits.maxHeaderBytes,
+      });
+    } else if (error.code === "ERR_HTTP_REQUEST_TIMEOUT") {
+      refused("headers_timeout");
+      answer = rawResponse("ERR_REQUEST_TIMEOUT");
+    } else {
+      answer = rawResponse("ERR_BAD_REQUEST", "The request is not valid HTTP/1.1.");
+    }
+    endWith(socket, answer, REFUSAL_LINGER_MS);
+  });
+
+  // ---- HTTP requests ----
+  const notAnUpgrade: Upgrade = () => {
+    throw new UpgradeRefused("This request is not a WebSocket upgrade.");
+  };
+
+  server.on("request", (req: IncomingMessage, res: ServerResponse) => {
+    void serveRequest(req, res).catch((error) => {
+      reportError("transport.request_failed", error);
+      if (!res.headersSent) writeError(res, "ERR_INTERNAL");
+      else res.destroy();
+    });
+  });
+
+  const serveRequest = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const body = await readBody(req, res);
+    if (body === "refused") return;
+    const info: RequestInfo = {
+      remoteAddr: normalizeAddress(req.socket.remoteAddress),
+      upgrade: notAnUpgrade,
+    };
+    const request = toRequest(req, body);
+    if (request === null) return writeError(res, "ERR_BAD_REQUEST", "The request is malformed.");
+    const response = await options.fetch(request, info);
+    const headers: Record<string, string> = {};
+    response.headers.forEach((value, name) => (headers[name] = value));
+    const bytes = req.method === "HEAD" || response.body === null
+      ? null
+      : new Uint8Array(await response.arrayBuffer());
+    if (bytes !== null) headers["content-length"] = String(bytes.byteLength);
+    res.writeHead(response.status, headers);
+    res.end(bytes ?? undefined);
+  };
+
+  /**
+   * The body, counted while it arrives: past the limit the request gets 413 and its connection
+   * is closed (what was sent after it is drained, not answered).
+   */
+  const readBody = (req: IncomingMessage, res: ServerResponse) =>
+    new Promise<Uint8Array<ArrayBuffer> | null | "refused">((resolve, reject) => {
+      const declared = Number(req.headers["content-length"] ?? "0");
+      const chunked = req.headers["transfer-encoding"] !== undefined;
+      if (!chunked && (!Number.isFinite(declared) || declared === 0)) {
+        req.resume();
+        return resolve(null);
+      }
+      const refuse = () => {
+        refused("body_size");
+        writeError(res, "ERR_PAYLOAD_TOO_LARGE", undefined, { limitBytes: limits.maxBodyBytes }, {
+          close: true,
+        });
+        // Lingering close: drain what is still on its way so the 413 is not lost to a reset.
+        req.resume();
+        const socket = req.socket;
+        const timer = setTimeout(() => socket.destroy(), limits.closeTimeoutMs);
+        socket.once("close", () => clearTimeout(timer));
+        resolve("refused");
+      };
+      if (declared > limits.maxBodyBytes) return refuse();
+      const chunks: Uint8Array[] = [];
+      let size = 0;
+      let done = false;
+      req.on("data", (chunk: Uint8Array) => {
+        if (done) return;
+        size += chunk.byteLength;
+        if (size > limits.maxBodyBytes) {
+          done = true;
+          chunks.length = 0;
+          return refuse();
+        }
+        chunks.push(chunk);
+      });
+      req.on("end", () => {
+        if (done) return;
+        done = true;
+        resolve(concat(chunks, size));
+      });
+      req.on("error", (error) => {
+        if (done) return;
+        done = true;
+        reject(error);
+      });
+    });
+
+  // ---- WebSocket upgrades ----
+  server.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    socket.on("error", () => {}); // a reset during the handshake is the peer's business
+    void acceptUpgrade(req, socket, head).catch((error) => {
+      reportError("transport.upgrade_failed", error);
+      if (socket.writable) socket.end(rawResponse("ERR_INTERNAL"));
+      socket.destroy();
+    });
+  });
+
+  const acceptUpgrade = async (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    let accepted: WsWire | null = null;
+    const upgrade: Upgrade = (_request, { protocol }) => {
+      const refusal = upgradeRefusal(req);
+      if (refusal !== null) throw new UpgradeRefused(refusal);
+      if (accepted !== null) throw new UpgradeRefused("The upgrade was accepted already.");
+      if (protocol !== undefined) chosenProtocol.set(req, protocol);
+      accepted = new WsWire();
+      // Middleware may replace the Response object (CORS copies it to set headers), so the
+      // marker is a header: a per-process secret, never sent anywhere.
+      return {
+        socket: accepted,
+        response: new Response(null, { status: 200, headers: { [UPGRADE_MARKER]: markerToken } }),
+      };
+    };
+    const request = toRequest(req, null);
+    if (request === null) {
+      socket.end(rawResponse("ERR_BAD_REQUEST", "The request is malformed."));
+      return;
+    }
+    const response = await options.fetch(request, {
+      remoteAddr: normalizeAddress(socket.remoteAddress),
+      upgrade,
+    });
+    const wire = accepted as WsWire | null;
+    if (wire === null || response.headers.get(UPGRADE_MARKER) !== markerToken) {
+      // Refused by the handler (bad credential format, rate limit, …): its answer, then close.
+      socket.end(await rawFromResponse(response));
+      return;
+    }
+    if (socket.destroyed || !socket.writable) return wire.abort();
+    // ws drops a socket the peer has already half-closed without calling back: the wire must
+    // still report the end.
+    socket.once("close", () => wire.abort());
+    wss.handleUpgrade(req, socket, head, (ws: WsSocket) => wire.attach(ws));
+  };
+
+  // ---- listening ----
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ port: options.port, host: options.hostname, backlog: LISTEN_BACKLOG }, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  const port = typeof address === "object" && address !== null ? address.port : options.port;
+
+  let stopped: Promise<void> | null = null;
+  const stopAccepting = () =>
+    stopped ??= new Promise<void>((resolve) => {
+      // `close` stops the listener at once; its callback waits for every connection, which
+      // `close()` below ends.
+      server.close(() => {});
+      server.closeIdleConnections?.();
+      resolve();
+    });
+
+  return {
+    hostname: options.hostname,
+    port,
+    get connections() {
+      return sockets.size;
+    },
+    stopAccepting,
+    async close() {
+      await stopAccepting();
+      // Connections closing gracefully (a WebSocket answering its 1012) get the close timeout;
+      // whatever is left after it is dropped.
+      const allClosed = () =>
+        new Promise<void>((resolve) => {
+          if (sockets.size === 0) return resolve();
+          let left = sockets.size;
+          for (const socket of sockets) {
+            socket.once("close", () => {
+              if (--left === 0) resolve();
+            });
+          }
+        });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        allClosed(),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, limits.closeTimeoutMs))),
+      ]);
+      clearTimeout(timer);
+      server.closeAllConnections?.();
+      for (const socket of [...sockets, ...lingering]) socket.destroy();
+      await allClosed();
+      wss.close();
+    },
+  };
+}
+
+/**
+ * One WebSocket of the `ws` package behind the WireSocket interface. It exists before the
+ * upgrade completes (the handler gets it at once, as `Deno.upgradeWebSocket` does) and opens
+ * when `ws` hands over the socket.
+ */
+class WsWire implements WireSocket {
+  #ws: WsSocket | null = null;
+  #events: WireEvents | null = null;
+  #ended = false;
+  #closeAsked: { code: number; reason: string } | null = null;
+
+  get bufferedAmount(): number {
+    return this.#ws?.bufferedAmount ?? 0;
+  }
+
+  get writable(): boolean {
+    return this.#ws !== null && this.#ws.readyState === 1 && this.#closeAsked === null;
+  }
+
+  listen(events: WireEvents): void {
+    this.#events = events;
+  }
+
+  send(text: string): void {
+    this.#ws?.send(text);
+  }
+
+  pong(): void {
+    this.#ws?.pong();
+  }
+
+  close(code: number, reason: string): void {
+    if (this.#closeAsked !== null) return;
+    this.#closeAsked = { code, reason };
+    // Before the upgrade completes, the close waits for it (the client still learns why).
+    if (this.#ws !== null) this.#ws.close(code, reason);
+  }
+
+  attach(ws: WsSocket): void {
+    if (this.#ended) return void ws.terminate();
+    this.#ws = ws;
+    const events = this.#events;
+    ws.on("message", (data: Uint8Array, isBinary: boolean) => {
+      if (isBinary) events?.binary(data.byteLength);
+      else events?.text(data.toString());
+    });
+    ws.on("ping", () => events?.control());
+    // An oversized frame or invalid UTF-8: ws closes (1009, 1007) and reports it here.
+    ws.on("error", (error: Error & { code?: string }) => {
+      if (error.code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH") events?.frameTooLarge();
+    });
+    ws.on("close", () => this.#end());
+    events?.open();
+    if (this.#closeAsked !== null) ws.close(this.#closeAsked.code, this.#closeAsked.reason);
+  }
+
+  /** The upgrade never completed (or the connection ended): report the end once. */
+  abort(): void {
+    if (this.#ws === null) this.#end();
+  }
+
+  #end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#events?.closed();
+  }
+}
+
+/** Why `req` is not a WebSocket upgrade this server can complete, or null. */
+function upgradeRefusal(req: IncomingMessage): string | null {
+  if (req.method !== "GET") return "A WebSocket upgrade is a GET request.";
+  if (req.headers.upgrade?.toLowerCase() !== "websocket") {
+    return "This endpoint expects a WebSocket upgrade.";
+  }
+  const key = req.headers["sec-websocket-key"];
+  if (typeof key !== "string" || !/^[+/0-9A-Za-z]{22}==$/.test(key.trim())) {
+    return "The WebSocket upgrade request is malformed (Sec-WebSocket-Key).";
+  }
+  const version = req.headers["sec-websocket-version"];
+  if (version !== "13" && version !== "8") {
+    return "The WebSocket upgrade request is malformed (Sec-WebSocket-Version must be 13).";
+  }
+  return null;
+}
+
+/** A fetch Request for a node:http request; null when its URL or headers are not valid. */
+function toRequest(req: IncomingMessage, body: Uint8Array<ArrayBuffer> | null): Request | null {
+  try {
+    const headers = new Headers();
+    const raw = req.rawHeaders;
+    for (let i = 0; i + 1 < raw.length; i += 2) headers.append(raw[i], raw[i + 1]);
+    // The Host header is the client's to choose; routing only needs the path.
+    const url = new URL(req.url ?? "/", "http://gateway.invalid");
+    const method = req.method ?? "GET";
+    return new Request(url, {
+      method,
+      headers,
+      body: body !== null && method !== "GET" && method !== "HEAD" ? body : null,
+    });
+  } catch {
+    return null;
+  }
+}
+
+function concat(chunks: Uint8Array[], size: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+function writeError(
+  res: ServerResponse,
+  code: ErrorCode,
+  description?: string,
+  details?: Record<string, unknown>,
+  options: { close?: boolean } = {},
+): void {
+  const body = encoder.encode(JSON.stringify(errorPayload(code, description, details)));
+  const headers: Record<string, string> = {
+    "content-type": "application/json",
+    "content-length": String(body.byteLength),
+  };
+  if (options.close) headers.connection = "close";
+  res.writeHead(statusOf(code), headers);
+  res.end(body);
+}
+
+/** A whole HTTP/1.1 response with the error payload, for a socket no handler owns. */
+function rawResponse(
+  code: ErrorCode,
+  description?: string,
+  details?: Record<string, unknown>,
+): string {
+  const body = JSON.stringify(errorPayload(code, description, details));
+  const status = statusOf(code);
+  return `HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\n` +
+    "Content-Type: application/json\r\n" +
+    `Content-Length: ${encoder.encode(body).byteLength}\r\n` +
+    "Connection: close\r\n\r\n" + body;
+}
+
+/** A handler's Response as raw HTTP/1.1, for an upgrade it refused. */
+async function rawFromResponse(response: Response): Promise<Uint8Array> {
+  const body = new Uint8Array(await response.arrayBuffer());
+  let head = `HTTP/1.1 ${response.status} ${http.STATUS_CODES[response.status] ?? ""}\r\n`;
+  response.headers.forEach((value, name) => {
+    if (name !== "content-length" && name !== "connection") head += `${name}: ${value}\r\n`;
+  });
+  head += `Content-Length: ${body.byteLength}\r\nConnection: close\r\n\r\n`;
+  const headBytes = encoder.encode(head);
+  const out = new Uint8Array(headBytes.byteLength + body.byteLength);
+  out.set(headBytes);
+  out.set(body, headBytes.byteLength);
+  return out;
+}

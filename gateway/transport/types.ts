@@ -1,0 +1,129 @@
+/**
+ * The narrow boundary between the gateway and whatever runs its sockets. The gateway sees a
+ * `WireSocket` per WebSocket and hands a `fetch`-style handler to a transport; each transport
+ * maps its runtime onto these types:
+ *
+ * - `node.ts` — node:http and the `ws` package under Deno's Node compatibility. The default for
+ *   self-hosting: it owns every TCP connection from accept to close, so it can cap them, time
+ *   out slow heads and unanswered closes, and refuse an oversized frame from its header.
+ * - `deno.ts` — `Deno.serve` and `Deno.upgradeWebSocket`, for edge platforms that terminate
+ *   connections themselves (see docs/security.md for what it cannot enforce).
+ */
+
+/** What the gateway needs of one WebSocket, whatever implements it. */
+export interface WireSocket {
+  /** Bytes queued for the peer that the kernel has not taken yet. */
+  readonly bufferedAmount: number;
+  /** Open, and no close started: frames can be written. */
+  readonly writable: boolean;
+  /** Writes one text frame. */
+  send(text: string): void;
+  /** Answers a WebSocket ping control frame. */
+  pong(): void;
+  /**
+   * Starts the close handshake with this code. A peer that does not answer it within the
+   * transport's close timeout loses its TCP connection, so no descriptor waits on it.
+   */
+  close(code: number, reason: string): void;
+  /** Sets the handlers; called once, right after the upgrade. */
+  listen(events: WireEvents): void;
+}
+
+export interface WireEvents {
+  /** The upgrade completed; frames can be written. */
+  open(): void;
+  /** A text frame arrived (already within the transport's frame size limit, where it has one). */
+  text(data: string): void;
+  /** A binary frame of this many bytes arrived. */
+  binary(byteLength: number): void;
+  /** A WebSocket ping control frame arrived (transports that surface them). */
+  control(): void;
+  /**
+   * The transport refused a frame over the size limit from its header and is closing the
+   * connection with 1009 itself (transports that can; the others deliver the frame).
+   */
+  frameTooLarge(): void;
+  /** The connection is gone (closed by either side, or never opened). */
+  closed(): void;
+}
+
+/** The result of accepting a WebSocket upgrade inside a request handler. */
+export interface Upgraded {
+  socket: WireSocket;
+  /** Return this from the handler; the transport completes the upgrade when it sees it. */
+  response: Response;
+}
+
+/**
+ * Accepts the WebSocket upgrade of `request` with this sub-protocol. Throws `UpgradeRefused`
+ * when the request is not a valid WebSocket upgrade.
+ */
+export type Upgrade = (request: Request, options: { protocol?: string }) => Upgraded;
+
+export class UpgradeRefused extends Error {
+  override name = "UpgradeRefused";
+}
+
+/** What a transport tells the handler about a request besides the request itself. */
+export interface RequestInfo {
+  /** The client's address (IPv4-mapped IPv6 addresses are given as IPv4). */
+  remoteAddr: string;
+  upgrade: Upgrade;
+}
+
+export type FetchHandler = (request: Request, info: RequestInfo) => Response | Promise<Response>;
+
+/** Why a transport refused a connection or a request before the handler saw it. */
+export type TransportRefusal =
+  | "connection_cap"
+  | "per_ip_cap"
+  | "connect_rate"
+  | "headers_timeout"
+  | "header_size"
+  | "body_size"
+  | "frame_size";
+
+/** Limits a transport enforces itself (the ones it can: see each transport). */
+export interface TransportLimits {
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  /** New TCP connections per client address per second (burst twice this). */
+  connectRatePerIp: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  maxHeaderBytes: number;
+  maxBodyBytes: number;
+  maxFrameBytes: number;
+  closeTimeoutMs: number;
+}
+
+export interface ServeOptions {
+  hostname: string;
+  port: number;
+  limits: TransportLimits;
+  fetch: FetchHandler;
+  /** Told about every refusal, for metrics. */
+  onRefused?: (kind: TransportRefusal) => void;
+  /** Told about errors that are the transport's own (never the client's), for logs. */
+  onError?: (event: string, error: unknown) => void;
+}
+
+export interface RunningTransport {
+  hostname: string;
+  port: number;
+  /** Live TCP connections (HTTP and WebSocket). */
+  readonly connections: number;
+  /** Stops accepting connections and requests; open WebSockets stay until closed. */
+  stopAccepting(): Promise<void>;
+  /** Drops every remaining connection; resolves when the transport has released everything. */
+  close(): Promise<void>;
+}
+
+export type Transport = (options: ServeOptions) => Promise<RunningTransport>;
+
+/** `::ffff:127.0.0.1` → `127.0.0.1`; anything unknown → `unknown`. */
+export function normalizeAddress(address: string | undefined): string {
+  if (address === undefined || address === "") return "unknown";
+  return address.startsWith("::ffff:") ? address.slice(7) : address;
+}
