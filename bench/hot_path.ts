@@ -48,6 +48,7 @@ const ctx: ConnectionContext = {
   open: new Set(),
   timing: timingOf(config),
   login: () => Promise.reject(new Error("not used here")),
+  penalize: () => {},
 };
 new Connection(wire, ctx, { kind: "credential", user, sessionId: "s1" }, "127.0.0.1");
 const receive = (text: string) => events!.text(text);

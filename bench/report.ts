@@ -10,6 +10,8 @@ export interface Arm {
   kind: "gateway" | "json" | "echo" | "sio";
   /** Extra generator settings. */
   gen?: Record<string, unknown>;
+  /** Extra environment of the server (gateway arms). */
+  env?: Record<string, string>;
 }
 /** What one run measured. */
 export type Measured = Record<string, number | Record<string, number>>;
@@ -103,6 +105,18 @@ const ROWS: Row[] = [
       const text = [raw, ws, sio].map((r) => (r === undefined ? "–" : x(r)))
         .join(" / ");
       return [`${text}; ${echo === undefined ? "–" : x(echo)} echo`, ok];
+    },
+  },
+  {
+    scenario: "1 … the gateway on Deno.serve (TRANSPORT=deno)",
+    metric: "pongs/s",
+    key: "rate",
+    fmt: k,
+    columns: { gateway: "gateway_deno" },
+    goal: "— (the default transport ÷ this)",
+    check(m) {
+      const r = ratio(m("gateway"), m("gateway_deno"));
+      return r === undefined ? undefined : [x(r), undefined];
     },
   },
   {

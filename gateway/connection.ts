@@ -44,7 +44,21 @@ export interface ConnectionContext {
   timing: Timing;
   /** A login inside the handshake (`connect` with `login`); as `POST …/login` does it. */
   login(appId: string, body: LoginBody, remoteAddr: string): Promise<LoginResult>;
+  /** Charges a client address for a connection closed for abuse (see ABUSIVE_CLOSES). */
+  penalize(remoteAddr: string): void;
 }
+
+/**
+ * Closes that only a misbehaving client earns. Each charges its address extra connects of its
+ * connect budget, so a client that reconnects to flood again is slowed down to a trickle,
+ * while clients sharing its address (a NAT) keep most of the budget.
+ */
+const ABUSIVE_CLOSES: ReadonlySet<CloseReason> = new Set<CloseReason>([
+  "rate_limited",
+  "payload_too_large",
+  "handshake_timeout",
+  "unauthorized",
+]);
 
 /**
  * How the socket was authenticated at the upgrade: by a valid credential, by none (the
@@ -127,7 +141,11 @@ export class Connection implements SocketPort {
     if (this.#user !== null) this.#pin(this.#user);
     const now = ctx.clock.now();
     this.#openedAt = this.#lastSeenAt = now;
-    this.#bucket = new TokenBucket(ctx.config.frameRatePerSec, ctx.config.frameRatePerSec * 2, now);
+    // A new connection starts with a fifth of a second's budget, not the whole burst: a client
+    // needs a handful of frames to start, and a flooder that reconnects must not get a full
+    // burst for free each time.
+    const rate = ctx.config.frameRatePerSec;
+    this.#bucket = new TokenBucket(rate, rate * 2, now, Math.max(8, rate / 5));
     wire.listen({
       open: () => this.#onOpen(),
       text: (data) => this.#onText(data),
@@ -192,6 +210,16 @@ export class Connection implements SocketPort {
     this.#ctx.open.delete(this);
     this.#unpin();
     this.#ctx.metrics.closed(reason);
+    if (ABUSIVE_CLOSES.has(reason)) this.#ctx.penalize(this.#remoteAddr);
+    if (this.#ctx.log.enabled("debug")) {
+      this.#ctx.log.debug("connection.closed", {
+        reason,
+        code: closeCodeTable[reason],
+        uid: this.#user?.uid,
+        sessionId: this.#sessionId,
+        remoteAddr: this.#remoteAddr,
+      });
+    }
     // Frames held behind the output gate announced what is not durable: they are dropped.
     this.#held = [];
     this.#gate = null;

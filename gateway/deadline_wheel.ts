@@ -12,6 +12,7 @@ export class DeadlineWheel<K> {
   readonly #clock: Clock;
   readonly #tickMs: number;
   readonly #onDue: (key: K, now: number) => void;
+  readonly #onError: (error: unknown) => void;
   /** key → its deadline. */
   readonly #deadlines = new Map<K, number>();
   /** bucket time → keys due by then. */
@@ -22,10 +23,16 @@ export class DeadlineWheel<K> {
   #timerAt = Infinity;
   #closed = false;
 
-  constructor(clock: Clock, tickMs: number, onDue: (key: K, now: number) => void) {
+  constructor(
+    clock: Clock,
+    tickMs: number,
+    onDue: (key: K, now: number) => void,
+    onError: (error: unknown) => void = (error) => console.error("deadline handler failed", error),
+  ) {
     this.#clock = clock;
     this.#tickMs = Math.max(1, tickMs);
     this.#onDue = onDue;
+    this.#onError = onError;
   }
 
   /** Number of keys with a deadline. */
@@ -121,7 +128,7 @@ export class DeadlineWheel<K> {
           this.#onDue(key, now);
         } catch (error) {
           // One failing handler must not stop the others from firing.
-          console.error("deadline handler failed", error);
+          this.#onError(error);
         }
       }
     }

@@ -49,8 +49,11 @@ try {
   const shutdown = async () => {
     if (stopping) return;
     stopping = true;
-    console.log("shutting down: closing sockets with 1012, writing state");
+    gateway.services.log.info("gateway.stopping", {
+      note: "new requests get 503, sockets get 1012, state is written",
+    });
     await gateway.stop();
+    gateway.services.log.info("gateway.stopped");
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", shutdown);

@@ -73,6 +73,7 @@ export const refusalKinds = [
   "http_rate",
   "headers_timeout",
   "slow_consumer",
+  "banned",
 ] as const;
 
 /** `gateway_connections` labels: `none` is an open socket whose handshake is not done yet. */

@@ -10,23 +10,37 @@ export class TokenBucket {
     readonly ratePerSec: number,
     readonly burst: number,
     now: number,
+    /** Tokens at the start (default: a full bucket). */
+    initial = burst,
   ) {
-    this.#tokens = burst;
+    this.#tokens = Math.min(burst, initial);
     this.#updatedAt = now;
   }
 
   /** Takes one token; false when the budget is spent. */
   take(now: number): boolean {
-    if (now > this.#updatedAt) {
-      this.#tokens = Math.min(
-        this.burst,
-        this.#tokens + ((now - this.#updatedAt) * this.ratePerSec) / 1000,
-      );
-      this.#updatedAt = now;
-    }
+    this.#refill(now);
     if (this.#tokens < 1) return false;
     this.#tokens -= 1;
     return true;
+  }
+
+  /**
+   * Takes `tokens` whatever is left, down to one burst of debt: a penalty that the refill pays
+   * back before the next take succeeds.
+   */
+  charge(now: number, tokens: number): void {
+    this.#refill(now);
+    this.#tokens = Math.max(-this.burst, this.#tokens - tokens);
+  }
+
+  #refill(now: number): void {
+    if (now <= this.#updatedAt) return;
+    this.#tokens = Math.min(
+      this.burst,
+      this.#tokens + ((now - this.#updatedAt) * this.ratePerSec) / 1000,
+    );
+    this.#updatedAt = now;
   }
 
   /** Whether the bucket is full again (it can be forgotten). */
@@ -50,6 +64,16 @@ export class KeyedRateLimiter {
       this.#buckets.set(key, bucket);
     }
     return bucket.take(now);
+  }
+
+  /** Charges `tokens` to `key` (see `TokenBucket.charge`). */
+  charge(key: string, now: number, tokens: number): void {
+    let bucket = this.#buckets.get(key);
+    if (bucket === undefined) {
+      bucket = new TokenBucket(this.ratePerSec, this.burst, now);
+      this.#buckets.set(key, bucket);
+    }
+    bucket.charge(now, tokens);
   }
 
   #sweep(now: number): void {

@@ -22,6 +22,13 @@ import { serveNode } from "./transport/node.ts";
 import type { RunningTransport, TransportLimits } from "./transport/types.ts";
 import { UserStateRuntime, UserStates } from "./user_state.ts";
 
+/**
+ * Connects of its address's connect budget that a connection closed for abuse costs: at the
+ * default budget (100 a second) a client whose every connection is closed for abuse gets about
+ * nine a second.
+ */
+const ABUSE_CONNECT_COST = 10;
+
 export interface StartOptions {
   /** Overrides on top of the environment (tests pass everything here). */
   config?: Partial<GatewayConfig>;
@@ -77,6 +84,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
         metrics.storeCommitFailed();
         log.error("store.commit_failed", { error });
       },
+      alarmFailed: (error) => log.error("deadline.handler_failed", { error }),
     },
   });
   const users = new UserStates(runtime, { evictAfterMs: config.userEvictAfterMs });
@@ -99,7 +107,12 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     log,
     open,
     timing: timingOf(config),
-    idle: new DeadlineWheel<Connection>(clock, 100, (conn, now) => conn.checkIdle(now)),
+    idle: new DeadlineWheel<Connection>(
+      clock,
+      100,
+      (conn, now) => conn.checkIdle(now),
+      (error) => log.error("idle_check.failed", { error }),
+    ),
     login: (appId, body, remoteAddr) => {
       // A login inside the handshake counts against the same per-address budget as an HTTP
       // login, so a login flood costs the same whichever way it comes.
@@ -109,6 +122,8 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
       }
       return login(services, appId, body);
     },
+    // Set once the transport is up (a connection cannot close for abuse before that).
+    penalize: () => {},
   };
   const services: GatewayServices = {
     config,
@@ -147,6 +162,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     onRefused: (kind) => metrics.refusals[kind]++,
     onError: (event, error) => log.error(event, { error }),
   });
+  connections.penalize = (address) => transport.penalize(address, ABUSE_CONNECT_COST);
   options.onListen?.({ hostname: transport.hostname, port: transport.port });
   const lag = new EventLoopLagSampler(metrics);
   lag.start();

@@ -94,6 +94,8 @@ export interface UserStateObserver {
   /** A group commit took this long. */
   storeCommit?(ms: number): void;
   storeCommitFailed?(error: unknown): void;
+  /** A deadline handler threw (the others still fire). */
+  alarmFailed?(error: unknown): void;
 }
 
 /**
@@ -146,6 +148,7 @@ export class UserStateRuntime {
       clock,
       options.tickMs,
       (session) => session.owner.alarm(session),
+      (error) => this.observer.alarmFailed?.(error),
     );
   }
 

@@ -62,6 +62,8 @@ export async function serveDeno(options: ServeOptions): Promise<RunningTransport
     get connections() {
       return connections;
     },
+    // No connect budget to charge: the platform in front limits connections.
+    penalize: () => {},
     // Deno.serve stops accepting only by aborting, which also ends what it serves: the
     // gateway's draining flag refuses new requests meanwhile, and `close` aborts at the end.
     stopAccepting: () => Promise.resolve(),

@@ -21,7 +21,7 @@
  */
 import http from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Socket } from "node:net";
+import net, { type Socket } from "node:net";
 import type { Buffer } from "node:buffer";
 // @ts-types="@types/ws"
 import { type WebSocket as WsSocket, WebSocketServer } from "ws";
@@ -43,6 +43,18 @@ import {
  * one turn, so the descriptors they need must fit under the limit next to `maxConnections`.
  */
 export const LISTEN_BACKLOG = 128;
+
+/**
+ * Frames parsed after the gateway's close frame (a client's in-flight frames, then its close
+ * reply); past this many, the rest is dropped unparsed (see `WsWire.#afterClose`).
+ */
+const POST_CLOSE_FRAMES = 64;
+
+/** How long an address that floods connections is banned (see `AddressBans`). */
+const BAN_MS = 10_000;
+
+/** Refused connections of one address answered with a 429 per second (the rest are dropped). */
+const EXPLAINED_REFUSALS_PER_SEC = 4;
 
 /** Refused connections kept open at most this long so that their 429 can be read. */
 const REFUSAL_LINGER_MS = 1_000;
@@ -68,7 +80,9 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     // How often node:http looks for requests past their timeouts.
     connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs),
-    noDelay: true,
+    // Nagle off (frames are small and latency-bound), set in the connection handler below
+    // only for connections that are kept: a refused one costs no extra syscall.
+    noDelay: false,
   } as http.ServerOptions);
   server.maxConnections = limits.maxConnections;
 
@@ -110,8 +124,24 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
     socket.end(answer);
   };
 
-  const refuseConnection = (socket: Socket, kind: "per_ip_cap" | "connect_rate") => {
+  // An address that keeps getting refused is told why a few times a second, not every time: a
+  // connect flood must cost the gateway as little as possible per connection (no write, no
+  // timer), while a client that is merely over its budget still reads a 429.
+  const explained = new KeyedRateLimiter(EXPLAINED_REFUSALS_PER_SEC, EXPLAINED_REFUSALS_PER_SEC);
+  // An address that goes on connecting at more than twice its connect rate once refused, as a
+  // connect flood does, is banned for BAN_MS: its connections are then closed by the listener
+  // itself (`net.Server#blockList`), before node:http builds anything for them.
+  const persistence = new KeyedRateLimiter(limits.connectRatePerIp, limits.connectRatePerIp * 2);
+  const bans = new AddressBans(server, () => refused("banned"));
+  const refuseConnection = (
+    socket: Socket,
+    kind: "per_ip_cap" | "connect_rate",
+    address: string,
+  ) => {
     refused(kind);
+    const now = Date.now();
+    if (kind === "connect_rate" && !persistence.take(address, now)) bans.ban(address, now);
+    if (!explained.take(address, now)) return void socket.destroy();
     // Say why (an HTTP client or a WebSocket upgrade reads a 429), then let go.
     const description = kind === "per_ip_cap"
       ? "Too many connections from this address."
@@ -122,9 +152,12 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
   server.on("connection", (socket: Socket) => {
     const address = normalizeAddress(socket.remoteAddress);
     const held = perAddress.get(address) ?? 0;
-    if (held >= limits.maxConnectionsPerIp) return refuseConnection(socket, "per_ip_cap");
-    if (!connectRate.take(address, Date.now())) return refuseConnection(socket, "connect_rate");
+    if (held >= limits.maxConnectionsPerIp) return refuseConnection(socket, "per_ip_cap", address);
+    if (!connectRate.take(address, Date.now())) {
+      return refuseConnection(socket, "connect_rate", address);
+    }
     perAddress.set(address, held + 1);
+    socket.setNoDelay(true);
     sockets.add(socket);
     socket.once("close", () => {
       sockets.delete(socket);
@@ -314,6 +347,9 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
     get connections() {
       return sockets.size;
     },
+    penalize(address, connects) {
+      connectRate.charge(address, Date.now(), connects);
+    },
     stopAccepting,
     async close() {
       await stopAccepting();
@@ -338,9 +374,65 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
       server.closeAllConnections?.();
       for (const socket of [...sockets, ...lingering]) socket.destroy();
       await allClosed();
+      bans.close();
       wss.close();
     },
   };
+}
+
+/**
+ * Addresses banned for a while. A ban goes into the server's `blockList` (a new `BlockList`
+ * each time the set changes: BlockList has no removal), which node:net checks right after
+ * accept, so a banned address costs an accept and a close, nothing more.
+ */
+class AddressBans {
+  readonly #server: http.Server;
+  readonly #onBan: () => void;
+  readonly #until = new Map<string, number>();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(server: http.Server, onBan: () => void) {
+    this.#server = server;
+    this.#onBan = onBan;
+  }
+
+  ban(address: string, now: number): void {
+    if (this.#until.has(address) || !net.isIP(address)) return;
+    this.#onBan();
+    this.#until.set(address, now + BAN_MS);
+    this.#apply(now);
+  }
+
+  close(): void {
+    clearTimeout(this.#timer);
+    this.#until.clear();
+  }
+
+  /** Rebuilds the block list from the bans still running, and wakes up at the next expiry. */
+  #apply(now: number): void {
+    clearTimeout(this.#timer);
+    const list = new net.BlockList();
+    let next = Infinity;
+    for (const [address, until] of this.#until) {
+      if (until <= now) {
+        this.#until.delete(address);
+        continue;
+      }
+      next = Math.min(next, until);
+      if (net.isIPv6(address)) list.addAddress(address, "ipv6");
+      else {
+        list.addAddress(address, "ipv4");
+        // A dual-stack listener sees IPv4 peers as IPv4-mapped IPv6 addresses.
+        list.addAddress(`::ffff:${address}`, "ipv6");
+      }
+    }
+    (this.#server as unknown as { blockList?: net.BlockList }).blockList = this.#until.size > 0
+      ? list
+      : undefined;
+    if (next !== Infinity) {
+      this.#timer = setTimeout(() => this.#apply(Date.now()), next - now);
+    }
+  }
 }
 
 /**
@@ -386,10 +478,14 @@ class WsWire implements WireSocket {
     this.#ws = ws;
     const events = this.#events;
     ws.on("message", (data: Uint8Array, isBinary: boolean) => {
+      if (this.#closeAsked !== null) return this.#afterClose();
       if (isBinary) events?.binary(data.byteLength);
       else events?.text(data.toString());
     });
-    ws.on("ping", () => events?.control());
+    ws.on("ping", () => {
+      if (this.#closeAsked !== null) return this.#afterClose();
+      events?.control();
+    });
     // An oversized frame or invalid UTF-8: ws closes (1009, 1007) and reports it here.
     ws.on("error", (error: Error & { code?: string }) => {
       if (error.code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH") events?.frameTooLarge();
@@ -398,6 +494,33 @@ class WsWire implements WireSocket {
     events?.open();
     if (this.#closeAsked !== null) ws.close(this.#closeAsked.code, this.#closeAsked.reason);
   }
+
+  /**
+   * A frame that arrived after the close frame was sent: dropped. A client with frames in
+   * flight gets them read until its close reply comes, so the close reaches it cleanly; past
+   * POST_CLOSE_FRAMES, a flood stops costing a parse per frame.
+   */
+  #afterClose(): void {
+    if (++this.#framesAfterClose !== POST_CLOSE_FRAMES) return;
+    const ws = this.#ws;
+    if (ws === null) return;
+    // Stop reading: what still arrives waits in the kernel, TCP flow control stops the sender,
+    // and the flood costs nothing more (at most the rest of the chunk being parsed now). The
+    // TCP connection is ended after the close frame (a FIN, not a reset, which would make the
+    // client's kernel drop what it has not read yet), so the client still reads the `closing`
+    // frame and the close code; ws drops the connection at the close timeout.
+    ws.pause();
+    const internals = ws as unknown as WsInternals;
+    // ws parses a whole chunk (thousands of small frames) in one loop, and the chunks read
+    // meanwhile queue up behind it: stop the loop at this frame and drop the queued chunks.
+    const receiver = internals._receiver;
+    if (receiver !== undefined) {
+      receiver._loop = false;
+      receiver._write = (_chunk, _encoding, done) => done();
+    }
+    internals._socket?.end();
+  }
+  #framesAfterClose = 0;
 
   /** The upgrade never completed (or the connection ended): report the end once. */
   abort(): void {
@@ -409,6 +532,23 @@ class WsWire implements WireSocket {
     this.#ended = true;
     this.#events?.closed();
   }
+}
+
+/**
+ * The parts of a `ws` WebSocket the post-close cut-off needs and ws does not expose: its TCP
+ * socket and its parser (there since ws 1 and 6; the version is pinned in deno.json, and
+ * tests/flood_isolation_test.ts fails if the cut-off stops working).
+ */
+interface WsInternals {
+  _socket?: Socket;
+  /**
+   * ws's frame parser, a Writable fed by the socket: its loop over the chunk being parsed stops
+   * when `_loop` is false; `_write` takes each chunk.
+   */
+  _receiver?: {
+    _loop: boolean;
+    _write(chunk: Uint8Array, encoding: string, done: () => void): void;
+  };
 }
 
 /** Why `req` is not a WebSocket upgrade this server can complete, or null. */

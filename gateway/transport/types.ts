@@ -81,7 +81,9 @@ export type TransportRefusal =
   | "headers_timeout"
   | "header_size"
   | "body_size"
-  | "frame_size";
+  | "frame_size"
+  /** An address was banned for a connect flood (its connections are then dropped unseen). */
+  | "banned";
 
 /** Limits a transport enforces itself (the ones it can: see each transport). */
 export interface TransportLimits {
@@ -114,6 +116,12 @@ export interface RunningTransport {
   port: number;
   /** Live TCP connections (HTTP and WebSocket). */
   readonly connections: number;
+  /**
+   * Charges an address this many connects of its connect budget (`connectRatePerIp`): a
+   * connection closed for abuse costs more than one that behaved, so a client that reconnects to
+   * flood again is slowed down while clients sharing its address keep most of the budget.
+   */
+  penalize(address: string, connects: number): void;
   /** Stops accepting connections and requests; open WebSockets stay until closed. */
   stopAccepting(): Promise<void>;
   /** Drops every remaining connection; resolves when the transport has released everything. */
