@@ -300,6 +300,7 @@ export class UserState {
   ): CallResult {
     const session = this.#sessions.get(sessionId);
     if (session === undefined) return { ok: false, errorCode: "AUTH_ERR_AUTH_TOKEN_NOT_FOUND" };
+    this.#runDueDeadline(session, this.#runtime.clock.now());
     const previous = session.socket;
     session.socket = socket;
     if (previous !== null && previous !== socket) previous.close("replaced");
@@ -325,6 +326,7 @@ export class UserState {
   call(sessionId: string, event: LivenessEvent, now = this.#runtime.clock.now()): CallResult {
     const session = this.#sessions.get(sessionId);
     if (session === undefined) return { ok: false, errorCode: "AUTH_ERR_AUTH_TOKEN_NOT_FOUND" };
+    this.#runDueDeadline(session, now);
     const result = this.#apply(session, event, now);
     if (result.ok && event.type === "ping") {
       session.lastPingAt = now;
@@ -476,7 +478,12 @@ export class UserState {
     this.#seqDurableTo = change.meta.seqReservedTo ?? 0;
     for (const record of change.putSessions) {
       const session = this.#sessions.get(record.sessionId);
-      if (session !== undefined) session.durableBound = record.deadlineBound ?? null;
+      if (session !== undefined) {
+        // What is on disk now, unless a change still to be written lowers it.
+        const written = record.deadlineBound ?? null;
+        const next = session.bound;
+        session.durableBound = written === null || next === null ? null : Math.min(written, next);
+      }
     }
   }
 
@@ -490,6 +497,17 @@ export class UserState {
     }
     // Not "now": a store that keeps failing must not be hammered every millisecond.
     this.#markDirty("retry");
+  }
+
+  /**
+   * A deadline that has passed runs before anything else reaches the session (its alarm may
+   * lag by a tick): a connect or a call at or after it finds that connection already over.
+   */
+  #runDueDeadline(session: LiveSession, now: number): void {
+    const deadline = session.liveness.deadline;
+    if (!session.liveness.connected || deadline === null || now < deadline) return;
+    this.#apply(session, { type: "deadline" }, now);
+    this.#runtime.observer.deadlineFired?.(now - deadline);
   }
 
   #apply(
@@ -528,7 +546,12 @@ export class UserState {
     }
     if (rejected !== null) return { ok: false, errorCode: rejected };
     const deadline = state.deadline;
-    if (deadline !== null && (session.durableBound === null || deadline > session.durableBound)) {
+    const margin = state.deadlineReason === "liveness_timeout" ? runtime.deadlineBoundMs : 0;
+    if (
+      deadline !== null &&
+      (session.durableBound === null || deadline > session.durableBound ||
+        session.durableBound > deadline + margin)
+    ) {
       return { ok: true, session, durable: runtime.durable() };
     }
     return { ok: true, session };
@@ -543,11 +566,16 @@ export class UserState {
     if (deadline === null) {
       if (session.bound === null) return false;
       session.bound = null;
+      // A write that ends the window may land any time now: the old bound no longer covers.
+      session.durableBound = null;
       return true;
     }
     // Only a manual-mode window is moved by pings; the others are fixed when they start.
     const margin = state.deadlineReason === "liveness_timeout" ? this.#runtime.deadlineBoundMs : 0;
-    if (session.bound !== null && deadline <= session.bound - margin / 2) return false;
+    if (
+      session.bound !== null && deadline <= session.bound - margin / 2 &&
+      session.bound <= deadline + margin
+    ) return false;
     session.bound = deadline + margin;
     return true;
   }

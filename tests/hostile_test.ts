@@ -377,12 +377,18 @@ Deno.test("1: the connect rate per address answers 429 with the error payload pa
   const answers = await Promise.all(
     Array.from({ length: 16 }, () => exchange(gateway.port, request)),
   );
-  const statuses = answers.map((a) => parseHttp(a.raw).status);
+  // Refused connections are told why a few times a second (429 with the payload); past that
+  // they are dropped unanswered, so that a connect flood costs the gateway nothing to write.
+  const statuses = answers.map((a) => a.raw === "" ? "dropped" : parseHttp(a.raw).status);
   const ok = statuses.filter((s) => s === 200).length;
-  const refused = answers.filter((a) => parseHttp(a.raw).status === 429);
-  console.log(`connect rate ${RATE}/s: ${ok} answered, ${refused.length} refused`);
+  const refused = answers.filter((a) => a.raw !== "" && parseHttp(a.raw).status === 429);
+  const dropped = statuses.filter((s) => s === "dropped").length;
+  console.log(
+    `connect rate ${RATE}/s: ${ok} answered, ${refused.length} refused, ${dropped} dropped`,
+  );
   assert.ok(ok >= 2 * RATE && ok <= 2 * RATE + 2, `answered: ${statuses}`);
-  assert.equal(ok + refused.length, answers.length, `statuses: ${statuses}`);
+  assert.equal(ok + refused.length + dropped, answers.length, `statuses: ${statuses}`);
+  assert.ok(refused.length >= 1, `at least the first refusals say why: ${statuses}`);
   for (const answer of refused) {
     const body = assertErrorAnswer(parseHttp(answer.raw), "ERR_TOO_MANY_REQUESTS");
     assert.match(String(body.errorDescription), /Too many new connections/);
