@@ -52,6 +52,8 @@ const POST_CLOSE_FRAMES = 64;
 
 /** How long an address that floods connections is banned (see `AddressBans`). */
 const BAN_MS = 10_000;
+/** Connections of one banned address held open at once (see `AddressBans`). */
+const TARPIT_SLOTS = 16;
 
 /** Refused connections of one address answered with a 429 per second (the rest are dropped). */
 const EXPLAINED_REFUSALS_PER_SEC = 4;
@@ -151,6 +153,7 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
 
   server.on("connection", (socket: Socket) => {
     const address = normalizeAddress(socket.remoteAddress);
+    if (bans.banned(address, Date.now())) return bans.hold(socket, address);
     const held = perAddress.get(address) ?? 0;
     if (held >= limits.maxConnectionsPerIp) return refuseConnection(socket, "per_ip_cap", address);
     if (!connectRate.take(address, Date.now())) {
@@ -373,22 +376,26 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
       clearTimeout(timer);
       server.closeAllConnections?.();
       for (const socket of [...sockets, ...lingering]) socket.destroy();
-      await allClosed();
-      bans.close();
+      await Promise.all([allClosed(), bans.close()]);
       wss.close();
     },
   };
 }
 
 /**
- * Addresses banned for a while. A ban goes into the server's `blockList` (a new `BlockList`
- * each time the set changes: BlockList has no removal), which node:net checks right after
- * accept, so a banned address costs an accept and a close, nothing more.
+ * Addresses banned for a while, for connect floods. A banned address's connections are held
+ * open, unread, until its ban ends (a tarpit): a client that reconnects as soon as it is
+ * refused then waits instead of costing an accept per attempt. Past TARPIT_SLOTS held at once
+ * (a client connecting in parallel), the address goes into the server's `blockList`, which
+ * node:net checks right after accept, so its other connections cost an accept and a close.
+ * (A new `BlockList` each time the set changes: BlockList has no removal.)
  */
 class AddressBans {
   readonly #server: http.Server;
   readonly #onBan: () => void;
   readonly #until = new Map<string, number>();
+  readonly #held = new Map<string, Set<Socket>>();
+  readonly #blocked = new Set<string>();
   #timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(server: http.Server, onBan: () => void) {
@@ -403,12 +410,51 @@ class AddressBans {
     this.#apply(now);
   }
 
-  close(): void {
-    clearTimeout(this.#timer);
-    this.#until.clear();
+  /** Whether `address` is banned: its connection must go to `hold`. */
+  banned(address: string, now: number): boolean {
+    const until = this.#until.get(address);
+    return until !== undefined && until > now;
   }
 
-  /** Rebuilds the block list from the bans still running, and wakes up at the next expiry. */
+  /** Holds a banned address's connection until its ban ends (or blocks the address). */
+  hold(socket: Socket, address: string): void {
+    socket.on("error", () => {});
+    let held = this.#held.get(address);
+    if (held === undefined) this.#held.set(address, held = new Set());
+    if (held.size >= TARPIT_SLOTS) {
+      socket.destroy();
+      if (!this.#blocked.has(address)) {
+        this.#blocked.add(address);
+        this.#apply(Date.now());
+      }
+      return;
+    }
+    socket.pause();
+    held.add(socket);
+    socket.once("close", () => {
+      held.delete(socket);
+      if (held.size === 0 && this.#held.get(address) === held) this.#held.delete(address);
+    });
+  }
+
+  /** Ends every ban; resolves once the held connections are closed. */
+  close(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#until.clear();
+    this.#blocked.clear();
+    const closing = [...this.#held.values()].flatMap((held) => [...held]).map((socket) =>
+      new Promise<void>((resolve) => {
+        socket.once("close", () => resolve());
+        socket.destroy();
+      })
+    );
+    return Promise.all(closing).then(() => {});
+  }
+
+  /**
+   * Ends the bans that are over (dropping their held connections), rebuilds the block list, and
+   * wakes up at the next expiry.
+   */
   #apply(now: number): void {
     clearTimeout(this.#timer);
     const list = new net.BlockList();
@@ -416,9 +462,12 @@ class AddressBans {
     for (const [address, until] of this.#until) {
       if (until <= now) {
         this.#until.delete(address);
+        this.#blocked.delete(address);
+        for (const socket of this.#held.get(address) ?? []) socket.destroy();
         continue;
       }
       next = Math.min(next, until);
+      if (!this.#blocked.has(address)) continue;
       if (net.isIPv6(address)) list.addAddress(address, "ipv6");
       else {
         list.addAddress(address, "ipv4");
@@ -426,7 +475,7 @@ class AddressBans {
         list.addAddress(`::ffff:${address}`, "ipv6");
       }
     }
-    (this.#server as unknown as { blockList?: net.BlockList }).blockList = this.#until.size > 0
+    (this.#server as unknown as { blockList?: net.BlockList }).blockList = this.#blocked.size > 0
       ? list
       : undefined;
     if (next !== Infinity) {

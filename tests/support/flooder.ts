@@ -10,6 +10,7 @@
  * that its address is not the well-behaved clients'), writes as fast as the kernel takes, and
  * prints one JSON line with what it did. It waits for a line on stdin before it starts.
  */
+import http from "node:http";
 import net from "node:net";
 import { Buffer } from "node:buffer";
 
@@ -128,30 +129,57 @@ async function textFlood(): Promise<void> {
   await flood(socket, PING_BATCH, true);
 }
 
+/** One wrong-key login over HTTP from the flooder's address (a keep-alive connection). */
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+function httpLogin(body: string): Promise<number> {
+  return new Promise((resolve) => {
+    const req = http.request({
+      host: "127.0.0.1",
+      port,
+      localAddress: LOCAL,
+      agent,
+      method: "POST",
+      path: `/v1/apps/${DEV_APP_ID}/login`,
+      headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+    }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode ?? 0));
+    });
+    req.on("error", () => resolve(0));
+    req.end(body);
+  });
+}
+
 async function loginFlood(): Promise<void> {
   const body = JSON.stringify({ uid: "superhero5", authKey: "wrong_key_000000" });
   const socketLogin = text({
     type: "connect",
     login: { appId: DEV_APP_ID, uid: "superhero5", authKey: "wrong_key_000000" },
   });
+  const statuses: Record<string, number> = {};
   let http = 0;
+  let sockets = 0;
   while (Date.now() < until) {
-    const res = await fetch(`http://127.0.0.1:${port}/v1/apps/${DEV_APP_ID}/login`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body,
-    }).catch(() => null);
-    await res?.body?.cancel();
+    const status = await httpLogin(body);
+    statuses[status] = (statuses[status] ?? 0) + 1;
     http++;
-    if (http % 8 === 0) {
-      const socket = await open("/v1/ws");
-      if (socket !== null) {
-        socket.write(socketLogin);
-        await flood(socket, new Uint8Array(0), true).catch(() => {});
-      }
-    }
+    if (http % 8 !== 0) continue;
+    // A login inside the WebSocket handshake: refused, closed 4007; the next one is a new socket.
+    const socket = await open("/v1/ws");
+    if (socket === null) continue;
+    sockets++;
+    await new Promise<void>((resolve) => {
+      socket.on("close", () => resolve());
+      socket.on("error", () => resolve());
+      socket.on("data", (chunk: Buffer) => {
+        if (chunk.includes(0x88)) socket.destroy(); // the close frame: done
+      });
+      socket.write(socketLogin);
+      setTimeout(() => socket.destroy(), Math.max(0, until - Date.now()));
+    });
   }
-  Object.assign(stats, { httpLogins: http });
+  agent.destroy();
+  Object.assign(stats, { httpLogins: http, httpStatuses: statuses, socketLogins: sockets });
 }
 
 switch (kind) {
