@@ -67,7 +67,6 @@ export const refusalKinds = [
   "frame_size",
   "body_size",
   "header_size",
-  "connection_cap",
   "per_ip_cap",
   "connect_rate",
   "http_rate",

@@ -9,7 +9,8 @@
  *
  * - a global cap below the process's descriptor limit (`server.maxConnections`, with the listen
  *   backlog kept small: Deno accepts a whole backlog at once, and an accept that fails with
- *   EMFILE stops its listener for good), a cap and a connect rate per client address;
+ *   EMFILE stops its listener for good), a cap and a connect rate per client address, a
+ *   penalty for connections closed for abuse and a ban for connect floods;
  * - timeouts for a request's head, a whole request, an idle keep-alive connection and an
  *   unanswered close handshake;
  * - bodies counted while they arrive (413 and the connection closed past the limit), heads
@@ -131,8 +132,8 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
   // timer), while a client that is merely over its budget still reads a 429.
   const explained = new KeyedRateLimiter(EXPLAINED_REFUSALS_PER_SEC, EXPLAINED_REFUSALS_PER_SEC);
   // An address that goes on connecting at more than twice its connect rate once refused, as a
-  // connect flood does, is banned for BAN_MS: its connections are then closed by the listener
-  // itself (`net.Server#blockList`), before node:http builds anything for them.
+  // connect flood does, is banned for BAN_MS (see `AddressBans`: held unread, then dropped at
+  // the listener).
   const persistence = new KeyedRateLimiter(limits.connectRatePerIp, limits.connectRatePerIp * 2);
   const bans = new AddressBans(server, () => refused("banned"));
   const refuseConnection = (
@@ -313,6 +314,8 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
     const wire = accepted as WsWire | null;
     if (wire === null || response.headers.get(UPGRADE_MARKER) !== markerToken) {
       // Refused by the handler (bad credential format, rate limit, …): its answer, then close.
+      // (An upgrade accepted and then answered otherwise still tells its socket it is over.)
+      wire?.abort();
       socket.end(await rawFromResponse(response));
       return;
     }
@@ -359,15 +362,13 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
       // Connections closing gracefully (a WebSocket answering its 1012) get the close timeout;
       // whatever is left after it is dropped.
       const allClosed = () =>
-        new Promise<void>((resolve) => {
-          if (sockets.size === 0) return resolve();
-          let left = sockets.size;
-          for (const socket of sockets) {
-            socket.once("close", () => {
-              if (--left === 0) resolve();
-            });
-          }
-        });
+        Promise.all(
+          [...sockets, ...lingering].map((socket) =>
+            socket.destroyed && socket.closed
+              ? undefined
+              : new Promise<void>((resolve) => socket.once("close", () => resolve()))
+          ),
+        );
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
         allClosed(),

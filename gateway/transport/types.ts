@@ -75,7 +75,6 @@ export type FetchHandler = (request: Request, info: RequestInfo) => Response | P
 
 /** Why a transport refused a connection or a request before the handler saw it. */
 export type TransportRefusal =
-  | "connection_cap"
   | "per_ip_cap"
   | "connect_rate"
   | "headers_timeout"
