@@ -318,6 +318,18 @@ export async function environment(): Promise<Record<string, string>> {
 }
 
 /** Full mode: BENCHMARKS.md and bench/results.json. */
+/**
+ * Comparisons across code changes (before/after runs of a change on the hot path): kept by
+ * hand in bench/comparisons.md, appended to BENCHMARKS.md so that they survive a re-run.
+ */
+async function comparisons(): Promise<string> {
+  try {
+    return "\n" + await Deno.readTextFile(`${ROOT}bench/comparisons.md`);
+  } catch {
+    return "";
+  }
+}
+
 export async function writeReport(
   results: Results,
   notes: string[],
@@ -395,8 +407,10 @@ deno task bench            # full: writes BENCHMARKS.md and bench/results.json
 deno task bench --quick    # smoke test (CI), prints the table only
 # servers (env PORT, HOSTNAME=127.0.0.1; the gateway also KV_PATH=<fresh temp dir>,
 # IDLE_TIMEOUT_MS=600000, RATE_LIMIT_FRAMES_PER_SEC=1000000, RATE_LIMIT_HTTP_PER_SEC=1000000,
-# and for scenario 6 LIVENESS_WINDOW_MS and HEARTBEAT_INTERVAL_MS; scenario 3 adds
-# --inspect=127.0.0.1:<port> to every server):
+# RATE_LIMIT_CONNECTS_PER_SEC=1000000, MAX_CONNECTIONS_PER_IP=1000,
+# OPEN_FILE_LIMIT=$(ulimit -Hn), TRANSPORT=deno for the Deno.serve row, and for scenario 6
+# LIVENESS_WINDOW_MS and HEARTBEAT_INTERVAL_MS; scenario 3 adds --inspect=127.0.0.1:<port> to
+# every server):
 ${
     (["gateway", "raw_deno", "node_ws", "socket_io"] as const).map(cmd).join(
       "\n",
@@ -405,7 +419,7 @@ ${
 # load generator:
 ${pin(pinning.generator)}node bench/load/gen.mjs '<json config>'
 \`\`\`
-`;
+${await comparisons()}`;
   await Deno.writeTextFile(`${ROOT}BENCHMARKS.md`, md);
   // Laid out the way `deno fmt --check` (the quality gate) wants it.
   await new Deno.Command(Deno.execPath(), { args: ["fmt", "-q", "BENCHMARKS.md"], cwd: ROOT })

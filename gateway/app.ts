@@ -24,8 +24,8 @@ export function createApp(services: GatewayServices): Hono<GatewayEnv> {
     metrics: services.metrics,
     metricsToken: services.config.metricsToken,
     ready: () => {
-      const checks = { store: services.health.storeOk, draining: !services.health.draining };
-      return { ready: checks.store && checks.draining, checks };
+      const checks = { store: services.health.storeOk, accepting: !services.health.draining };
+      return { ready: checks.store && checks.accepting, checks };
     },
   });
 

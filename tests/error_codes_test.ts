@@ -436,7 +436,7 @@ Deno.test("ERR_SERVICE_UNAVAILABLE: requests while the gateway drains (503)", as
   );
   const ready = await fetch(`${gateway.url}/readyz`);
   assert.equal(ready.status, 503);
-  assert.equal((await ready.json()).checks.draining, false);
+  assert.equal((await ready.json()).checks.accepting, false);
   gateway.services.health.draining = false;
 });
 

@@ -11,7 +11,7 @@ import type { GatewayEnv } from "../services.ts";
 /** Whether the gateway should receive traffic, and the checks that decided it. */
 export interface Readiness {
   ready: boolean;
-  /** Each check by name, true when it passes (such as `store`, `draining`). */
+  /** Each check by name, true when it passes (such as `store`, `accepting`). */
   checks: Record<string, boolean>;
 }
 
