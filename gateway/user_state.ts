@@ -254,6 +254,18 @@ export class UserState {
     return true;
   }
 
+  /**
+   * Before leaving memory: gives back the unused rest of the seq block (written like any
+   * change), so that the user's stream continues at the next number when it is loaded again.
+   * True when a write was needed (the object is evictable once it is done).
+   */
+  releaseSeqs(): boolean {
+    if (this.#seqReservedTo === this.#lastSeq) return false;
+    this.#seqReservedTo = this.#lastSeq;
+    this.#markDirty();
+    return true;
+  }
+
   /** Creates a session (login). */
   createSession(sessionId: string, mode: Mode): LiveSession {
     const session: LiveSession = {
@@ -817,14 +829,17 @@ export class UserStates {
     return held.length;
   }
 
-  /** Drops the state objects that are evictable and were not used for `evictAfterMs`. */
+  /**
+   * Drops the state objects that are evictable and were not used for `evictAfterMs`. One that
+   * still holds unused seqs gives them back first and goes at a later sweep, once written.
+   */
   evictIdle(now = this.runtime.clock.now()): number {
     let evicted = 0;
     for (const [key, user] of this.#users) {
-      if (now - user.lastUsedAt >= this.#evictAfterMs && user.evictable) {
-        this.#users.delete(key);
-        evicted++;
-      }
+      if (now - user.lastUsedAt < this.#evictAfterMs || !user.evictable) continue;
+      if (user.releaseSeqs()) continue;
+      this.#users.delete(key);
+      evicted++;
     }
     return evicted;
   }
