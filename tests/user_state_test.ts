@@ -352,3 +352,36 @@ Deno.test("user state: seq keeps increasing across a restart and across a crash"
     store.close();
   }
 });
+
+Deno.test("user state: the writer never arms a timer with a negative delay", async () => {
+  // A clock that moves on every read, as a busy event loop does between two reads.
+  class DriftingClock extends ManualClock {
+    delays: number[] = [];
+    override now(): number {
+      const now = super.now();
+      this.advance(1);
+      return now;
+    }
+    override setTimer(callback: () => void, delayMs: number) {
+      this.delays.push(delayMs);
+      return super.setTimer(callback, delayMs);
+    }
+  }
+  const clock = new DriftingClock();
+  const store = await KvStore.open(":memory:");
+  const runtime = new UserStateRuntime(clock, DEFAULTS, store, {
+    tickMs: DEFAULTS.deadlineTickMs,
+    persistDelayMs: 0,
+    deadlineBoundMs: DEFAULTS.deadlineBoundMs,
+  });
+  const users = new UserStates(runtime);
+  try {
+    const user = await users.get("demo", "u1");
+    for (let i = 0; i < 20; i++) user.createSession(`s${i}`, "manual");
+    assert.ok(clock.delays.length > 0);
+    assert.ok(clock.delays.every((d) => d >= 0), `delays: ${clock.delays}`);
+  } finally {
+    await users.shutdown();
+    store.close();
+  }
+});
