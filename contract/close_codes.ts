@@ -30,8 +30,17 @@ export const closeCodeTable = {
   handshake_timeout: 4010,
   /** Manual mode: the app called disconnect(). A normal close. */
   client_disconnect: 1000,
-  /** A frame over the size limit (the standard "message too big" code). */
+  /** A frame over the size limit (the standard "message too big" code), refused from its header. */
   payload_too_large: 1009,
+  /**
+   * A frame broke the WebSocket protocol itself (RFC 6455): an unknown opcode, an unmasked
+   * client frame, a fragmented control frame, reserved bits set. The standard code.
+   */
+  protocol_error: 1002,
+  /** A text frame was not valid UTF-8 (the standard code). */
+  invalid_utf8: 1007,
+  /** A message came in more fragments than the WebSocket layer keeps (policy violation). */
+  too_many_fragments: 1008,
   /** The gateway is shutting down or restarting; reconnect later. */
   server_shutdown: 1012,
 } as const;

@@ -19,7 +19,8 @@ import { KeyLoginSchema, LoginReplySchema, TokenLoginSchema } from "./routes.ts"
 /** Optional correlation id a client puts on a frame; the reply carries it back. (Number first:
  * clients mostly count, and zod tries union members in order. zod's `int()` is a safe integer:
  * an id the gateway cannot echo exactly is refused.) */
-const FrameId = z.union([z.number().int(), z.string().max(64)]).optional();
+export const FrameIdSchema = z.union([z.number().int(), z.string().max(64)]);
+const FrameId = FrameIdSchema.optional();
 
 // ---- client → server ----
 

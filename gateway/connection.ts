@@ -13,6 +13,7 @@ import {
   type CloseReason,
   type ErrorCode,
   errorPayload,
+  FrameIdSchema,
   type LoginBody,
   type LoginReply,
   type ServerFrame,
@@ -97,6 +98,9 @@ const closeDescriptions: Record<CloseReason, string> = {
   slow_consumer: "The connection did not read its frames fast enough.",
   client_disconnect: "Disconnected by the app.",
   payload_too_large: "A frame was over the size limit.",
+  protocol_error: "A frame broke the WebSocket protocol.",
+  invalid_utf8: "A text frame was not valid UTF-8.",
+  too_many_fragments: "A message came in too many fragments.",
   server_shutdown: "The gateway is restarting.",
 };
 
@@ -151,7 +155,10 @@ export class Connection implements SocketPort {
       text: (data) => this.#onText(data),
       binary: (size) => this.#onBinary(size),
       control: () => this.#onControl(),
-      frameTooLarge: () => this.#frameTooLarge(),
+      frameRefused: (reason) =>
+        reason === "payload_too_large"
+          ? this.#frameTooLarge()
+          : this.#closeForConnectionRule(reason),
       closed: () => this.#onTransportClose(),
     });
   }
@@ -580,11 +587,14 @@ export class Connection implements SocketPort {
   }
 }
 
-/** The id to echo on an error reply: only one the contract accepts (a safe integer or ≤ 64). */
+/**
+ * The id to echo on an error reply: only one the contract accepts (a safe integer, or a string
+ * of at most 64 characters counted as zod counts them: code points).
+ */
 function frameIdOf(value: unknown): string | number | undefined {
   if (typeof value !== "object" || value === null) return undefined;
   const id = (value as { id?: unknown }).id;
-  return (typeof id === "string" && id.length <= 64) || Number.isSafeInteger(id)
-    ? id as string | number
-    : undefined;
+  if (Number.isSafeInteger(id)) return id as number;
+  if (typeof id !== "string" || id.length > 4 * 64) return undefined;
+  return FrameIdSchema.safeParse(id).success ? id : undefined;
 }

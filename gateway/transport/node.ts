@@ -33,6 +33,7 @@ import {
   type RequestInfo,
   type RunningTransport,
   type ServeOptions,
+  type TransportRefusedFrame,
   type Upgrade,
   UpgradeRefused,
   type WireEvents,
@@ -536,9 +537,10 @@ class WsWire implements WireSocket {
       if (this.#closeAsked !== null) return this.#afterClose();
       events?.control();
     });
-    // An oversized frame or invalid UTF-8: ws closes (1009, 1007) and reports it here.
+    // A frame ws refused (oversized, against the protocol, not UTF-8): ws closes with the
+    // standard code and reports it here; the gateway records why.
     ws.on("error", (error: Error & { code?: string }) => {
-      if (error.code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH") events?.frameTooLarge();
+      events?.frameRefused(refusedFrameOf(error.code));
     });
     ws.on("close", () => this.#end());
     events?.open();
@@ -601,6 +603,37 @@ interface WsInternals {
   };
 }
 
+/** The close reason of a frame ws refused, from its error code (ws closes with its code). */
+function refusedFrameOf(code: string | undefined): TransportRefusedFrame {
+  switch (code) {
+    case "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH":
+    case "WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH":
+      return "payload_too_large"; // 1009
+    case "WS_ERR_INVALID_UTF8":
+      return "invalid_utf8"; // 1007
+    case "WS_ERR_TOO_MANY_BUFFERED_PARTS":
+      return "too_many_fragments"; // 1008
+    default:
+      return "protocol_error"; // 1002: opcodes, masks, reserved bits, control frames
+  }
+}
+
+/**
+ * A `Sec-WebSocket-Protocol` header as RFC 6455 allows it: comma-separated tokens (RFC 7230),
+ * none empty, none twice. ws refuses anything else with its own HTML answer, so the gateway
+ * checks first and answers with the error payload.
+ */
+function protocolsValid(header: string | undefined): boolean {
+  if (header === undefined) return true;
+  const seen = new Set<string>();
+  for (const part of header.split(",")) {
+    const protocol = part.trim();
+    if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(protocol) || seen.has(protocol)) return false;
+    seen.add(protocol);
+  }
+  return true;
+}
+
 /** Why `req` is not a WebSocket upgrade this server can complete, or null. */
 function upgradeRefusal(req: IncomingMessage): string | null {
   if (req.method !== "GET") return "A WebSocket upgrade is a GET request.";
@@ -614,6 +647,9 @@ function upgradeRefusal(req: IncomingMessage): string | null {
   const version = req.headers["sec-websocket-version"];
   if (version !== "13" && version !== "8") {
     return "The WebSocket upgrade request is malformed (Sec-WebSocket-Version must be 13).";
+  }
+  if (!protocolsValid(req.headers["sec-websocket-protocol"])) {
+    return "The WebSocket upgrade request is malformed (Sec-WebSocket-Protocol).";
   }
   return null;
 }

@@ -39,13 +39,22 @@ export interface WireEvents {
   /** A WebSocket ping control frame arrived (transports that surface them). */
   control(): void;
   /**
-   * The transport refused a frame over the size limit from its header and is closing the
-   * connection with 1009 itself (transports that can; the others deliver the frame).
+   * The transport's WebSocket layer refused a frame and is closing the connection with the
+   * standard code itself: over the size limit (refused from its header, 1009), against the
+   * protocol (1002), not UTF-8 (1007), too many fragments (1008). (Transports that surface it;
+   * the others deliver oversized frames and close the rest without a word.)
    */
-  frameTooLarge(): void;
+  frameRefused(reason: TransportRefusedFrame): void;
   /** The connection is gone (closed by either side, or never opened). */
   closed(): void;
 }
+
+/** Why a WebSocket layer refused a frame (close reasons of the contract's table). */
+export type TransportRefusedFrame =
+  | "payload_too_large"
+  | "protocol_error"
+  | "invalid_utf8"
+  | "too_many_fragments";
 
 /** The result of accepting a WebSocket upgrade inside a request handler. */
 export interface Upgraded {
