@@ -231,19 +231,16 @@ export class Connection implements SocketPort {
     this.#held = [];
     this.#gate = null;
     const code = closeCodeTable[reason];
-    if (this.#wire.writable) {
-      this.#ctx.metrics.framesOut.closing++;
-      // Past the output limit too: it is small, and the client must learn why.
-      this.#wire.send(JSON.stringify(
-        {
-          type: "closing",
-          reason,
-          code,
-          errorDescription: closeDescriptions[reason],
-        } satisfies ServerFrame,
-      ));
-    }
-    this.#wire.close(code, reason);
+    if (!this.#wire.writable) return this.#wire.close(code, reason);
+    this.#ctx.metrics.framesOut.closing++;
+    // Past the output limit too: it is small, and the client must learn why.
+    const closing: ServerFrame = {
+      type: "closing",
+      reason,
+      code,
+      errorDescription: closeDescriptions[reason],
+    };
+    this.#wire.close(code, reason, JSON.stringify(closing));
   }
 
   /** Idle and handshake sweep callback. */

@@ -115,10 +115,11 @@ class DenoWire implements WireSocket {
     // Deno answers ping frames itself.
   }
 
-  close(code: number, reason: string): void {
+  close(code: number, reason: string, lastFrame?: string): void {
     if (this.#closing) return;
-    this.#closing = true;
     const state = this.#socket.readyState;
+    if (lastFrame !== undefined && state === WebSocket.OPEN) this.#socket.send(lastFrame);
+    this.#closing = true;
     if (state === WebSocket.OPEN || state === WebSocket.CONNECTING) {
       this.#socket.close(code, reason);
     }

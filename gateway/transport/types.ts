@@ -21,10 +21,11 @@ export interface WireSocket {
   /** Answers a WebSocket ping control frame. */
   pong(): void;
   /**
-   * Starts the close handshake with this code. A peer that does not answer it within the
-   * transport's close timeout loses its TCP connection, so no descriptor waits on it.
+   * Starts the close handshake with this code, after `lastFrame` (a text frame that says why)
+   * when given: both go out in one write. A peer that does not answer within the transport's
+   * close timeout loses its TCP connection, so no descriptor waits on it.
    */
-  close(code: number, reason: string): void;
+  close(code: number, reason: string, lastFrame?: string): void;
   /** Sets the handlers; called once, right after the upgrade. */
   listen(events: WireEvents): void;
 }
