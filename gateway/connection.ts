@@ -30,7 +30,7 @@ import { answerOf } from "./errors.ts";
 import type { LoginResult } from "./login.ts";
 import type { Logger } from "./log.ts";
 import type { GatewayMetrics } from "./metrics.ts";
-import type { WireSocket } from "./transport/types.ts";
+import type { TransportRefusedFrame, WireEvents, WireSocket } from "./transport/types.ts";
 
 /** What every connection of a process shares. */
 export interface ConnectionContext {
@@ -150,18 +150,39 @@ export class Connection implements SocketPort {
     // burst for free each time.
     const rate = ctx.config.frameRatePerSec;
     this.#bucket = new TokenBucket(rate, rate * 2, now, Math.max(8, rate / 5));
-    wire.listen({
-      open: () => this.#onOpen(),
-      text: (data) => this.#onText(data),
-      binary: (size) => this.#onBinary(size),
-      control: () => this.#onControl(),
-      frameRefused: (reason) =>
-        reason === "payload_too_large"
-          ? this.#frameTooLarge()
-          : this.#closeForConnectionRule(reason),
-      closed: () => this.#onTransportClose(),
-    });
+    wire.listen(new Connection.#WireEvents(this));
   }
+
+  /**
+   * The wire's handlers as one object whose methods live on a shared prototype: six closures
+   * per connection cost about 0.4 KB of heap each time. (Declared inside the class to reach its
+   * private methods.)
+   */
+  static readonly #WireEvents = class implements WireEvents {
+    readonly #connection: Connection;
+    constructor(connection: Connection) {
+      this.#connection = connection;
+    }
+    open(): void {
+      this.#connection.#onOpen();
+    }
+    text(data: string): void {
+      this.#connection.#onText(data);
+    }
+    binary(byteLength: number): void {
+      this.#connection.#onBinary(byteLength);
+    }
+    control(): void {
+      this.#connection.#onControl();
+    }
+    frameRefused(reason: TransportRefusedFrame): void {
+      if (reason === "payload_too_large") this.#connection.#frameTooLarge();
+      else this.#connection.#closeForConnectionRule(reason);
+    }
+    closed(): void {
+      this.#connection.#onTransportClose();
+    }
+  };
 
   get closed(): boolean {
     return this.#closed;
