@@ -777,6 +777,43 @@ Deno.test("7: 600 pings at once: pongs, refusals, then closing rate_limited and 
   assert.equal(socket.frames.at(-1)?.type, "closing", "the closing frame is the last one");
 });
 
+Deno.test("7: pings pipelined in one TCP write, within the budget: every reply, in order", async () => {
+  // The replies to one chunk's frames leave in one write (the socket is corked around the
+  // chunk): none may be lost, reordered or held back, also with an error reply among them.
+  await using gateway = await startTestGateway();
+  const { credential } = await login(gateway, "auto");
+  await using ws = await RawWebSocket.open(
+    gateway.port,
+    `/v1/ws?credential=${encodeURIComponent(credential)}`,
+    { headers: { "sec-websocket-protocol": "liveness.v1" } },
+  );
+  assert.equal(ws.status, 101, ws.responseHead);
+  await ws.sendText(JSON.stringify({ type: "connect" }));
+  const connected = await ws.next();
+  assert.equal(typeof connected === "object" && JSON.parse(textOf(connected)).type, "connected");
+
+  const frames: Uint8Array[] = [];
+  // 12 frames: within a new connection's initial budget (a fifth of a second's worth, at least 8).
+  for (let id = 1; id <= 12; id++) {
+    frames.push(textFrame(JSON.stringify(id === 6 ? { type: "nope", id } : { type: "ping", id })));
+  }
+  const batch = new Uint8Array(frames.reduce((n, f) => n + f.byteLength, 0));
+  frames.reduce((at, f) => (batch.set(f, at), at + f.byteLength), 0);
+  await ws.write(batch);
+
+  const replies: ServerFrame[] = [];
+  while (replies.length < 12) {
+    const frame = await ws.next();
+    assert.ok(typeof frame === "object", `reply ${replies.length + 1} never came: ${frame}`);
+    replies.push(ServerFrameSchema.parse(JSON.parse(textOf(frame))));
+  }
+  assert.deepEqual(
+    replies.map((f) => [f.type, "id" in f ? f.id : undefined]),
+    Array.from({ length: 12 }, (_, i) => [i + 1 === 6 ? "error" : "pong", i + 1]),
+  );
+  assert.equal(await ws.next(300), "timeout", "nothing more, and the connection stays open");
+});
+
 // ---------------------------------------------------------------------------------------------
 // 8. Error frames only echo ids the contract accepts
 

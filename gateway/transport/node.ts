@@ -544,7 +544,15 @@ class WsWire implements WireSocket {
     // close wave's cost (10 000 deadlines at once). Ending twice is made a no-op.
     const internals = ws as unknown as WsInternals;
     if (internals._receiver !== undefined) endOnce(internals._receiver);
-    if (internals._socket !== undefined) endOnce(internals._socket);
+    if (internals._socket !== undefined) {
+      endOnce(internals._socket);
+      // Replies to the frames of one TCP chunk leave in one write: ws parses a chunk and emits
+      // its messages synchronously, the gateway answers each synchronously, and the socket is
+      // corked around ws's own `data` listener (a pipelining client sends many frames per chunk;
+      // a write per reply cost a system call each).
+      internals._socket.prependListener("data", corkForChunk);
+      internals._socket.on("data", uncorkAfterChunk);
+    }
     (ws as WsWithWire)[WIRE] = this;
     ws.on("message", WsWire.#onMessage);
     ws.on("ping", WsWire.#onPing);
@@ -653,6 +661,14 @@ interface EndableStream {
  */
 function reportEndOf(socket: Socket, wire: WsWire): void {
   socket.once("close", () => wire.abort());
+}
+
+function corkForChunk(this: Socket): void {
+  this.cork();
+}
+
+function uncorkAfterChunk(this: Socket): void {
+  this.uncork();
 }
 
 /** Makes `end()` of an already ended stream a no-op (see `WsWire.attach`). */
