@@ -67,6 +67,7 @@ export const refusalKinds = [
   "frame_size",
   "body_size",
   "header_size",
+  "max_connections",
   "per_ip_cap",
   "connect_rate",
   "http_rate",

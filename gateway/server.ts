@@ -161,6 +161,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
       app.fetch(request, { remoteAddr: info.remoteAddr, upgrade: info.upgrade }),
     onRefused: (kind) => metrics.refusals[kind]++,
     onError: (event, error) => log.error(event, { error }),
+    onWarning: (event, fields) => log.warn(event, fields),
   });
   connections.penalize = (address) => transport.penalize(address, ABUSE_CONNECT_COST);
   options.onListen?.({ hostname: transport.hostname, port: transport.port });

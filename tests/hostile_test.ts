@@ -18,6 +18,7 @@ import {
   statusOf,
 } from "../contract/mod.ts";
 import { DEV_APP } from "../gateway/mod.ts";
+import { createLogger } from "../gateway/log.ts";
 import {
   API_KEY,
   delay,
@@ -268,18 +269,25 @@ Deno.test("1: 1 100 unfinished heads and 1 100 WebSockets under ulimit -n 1024: 
     assert.equal(headsOpen, 0, "every unfinished head was ended by the gateway");
     const timedOut = heads.filter((p) => decoder.decode(received(p)).startsWith("HTTP/1.1 408"));
     const unanswered = heads.filter((p) => received(p).byteLength === 0).length;
-    // Every head ends by the head timeout (+ node:http's check interval, ≤ 1 s): answered 408,
-    // or dropped (over the connection cap, or too many refusals lingering at once).
+    const atCapacity = heads.filter((p) => decoder.decode(received(p)).startsWith("HTTP/1.1 503"));
+    // Every head ends by the head timeout (+ node:http's check interval, ≤ 1 s): answered 408;
+    // or, over the connection cap, answered 503 (a few a second per address) or dropped.
     const slowest = Math.max(
       ...heads.filter((p) => p.connectedAt !== null).map((p) => p.endedAt! - p.connectedAt!),
     );
     console.log(
-      `heads: ${timedOut.length} answered 408, ${unanswered} dropped without an answer, ` +
-        `${heads.length - timedOut.length - unanswered} other; the last ended ${slowest} ms ` +
-        "after its connect",
+      `heads: ${timedOut.length} answered 408, ${atCapacity.length} answered 503, ` +
+        `${unanswered} dropped without an answer; the last ended ${slowest} ms after its connect`,
     );
     assert.ok(timedOut.length > 0, "some heads were accepted and timed out");
-    assert.equal(timedOut.length + unanswered, heads.length, "no other answer than 408");
+    assert.equal(
+      timedOut.length + atCapacity.length + unanswered,
+      heads.length,
+      "no other answer than 408 and 503",
+    );
+    for (const p of atCapacity) {
+      assertErrorAnswer(parseHttp(decoder.decode(received(p))), "ERR_SERVICE_UNAVAILABLE");
+    }
     assert.ok(slowest <= 3 * HEADERS_TIMEOUT + 1_000, `a head was held ${slowest} ms`);
     assertErrorAnswer(parseHttp(decoder.decode(received(timedOut[0]))), "ERR_REQUEST_TIMEOUT");
     assert.equal(await healthz(proc.url), 200, "/healthz answers once the flood is over");
@@ -365,6 +373,49 @@ Deno.test("1: the per-address cap answers 429 with the error payload; other addr
       "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     assert.equal(parseHttp(again.raw).status, 200);
+  } finally {
+    await dropAll(held);
+  }
+});
+
+Deno.test("1: past MAX_CONNECTIONS a connection reads 503 with the error payload; counted and logged", async () => {
+  const lines: string[] = [];
+  await using gateway = await startTestGateway(
+    { maxConnections: 8, maxConnectionsPerIp: 8, headersTimeoutMs: 10_000 },
+    { logger: createLogger("warn", (line) => lines.push(line)) },
+  );
+  // Eight unfinished heads from eight addresses hold every slot.
+  const held = Array.from(
+    { length: 8 },
+    (_, i) => probe(gateway.port, ADDRESSES[i], PARTIAL_HEAD),
+  );
+  try {
+    await delay(200);
+    const refused = await exchange(
+      gateway.port,
+      "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    const body = assertErrorAnswer(parseHttp(refused.raw), "ERR_SERVICE_UNAVAILABLE");
+    assert.match(String(body.errorDescription), /connection limit/);
+    assert.equal(refused.end, "eof", "the refused connection is closed after its answer");
+    assert.equal(held.filter((p) => p.endedAt !== null).length, 0, "the held ones stay");
+
+    const warnings = lines.map((line) => JSON.parse(line))
+      .filter((line) => line.event === "transport.at_capacity");
+    assert.equal(warnings.length, 1);
+    assert.equal(warnings[0].level, "warn");
+    assert.equal(warnings[0].maxConnections, 8);
+
+    // A slot freed is a slot again; the refusal was counted.
+    held[0].socket.destroy();
+    await held[0].ended;
+    await delay(100);
+    const metrics = await exchange(
+      gateway.port,
+      "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert.equal(parseHttp(metrics.raw).status, 200);
+    assert.match(metrics.raw, /gateway_refusals_total\{kind="max_connections"\} 1\b/);
   } finally {
     await dropAll(held);
   }

@@ -7,7 +7,7 @@
  * 64 MiB) before its size can be checked. Here every TCP connection is a `net.Socket` from
  * accept to close:
  *
- * - a global cap below the process's descriptor limit (`server.maxConnections`, with the listen
+ * - a global cap below the process's descriptor limit (counted and answered 503, with the listen
  *   backlog kept small: Deno accepts a whole backlog at once, and an accept that fails with
  *   EMFILE stops its listener for good), a cap and a connect rate per client address, a
  *   penalty for connections closed for abuse and a ban for connect floods;
@@ -64,6 +64,13 @@ const EXPLAINED_REFUSALS_PER_SEC = 4;
 const REFUSAL_LINGER_MS = 1_000;
 /** At most this many refused connections linger at once; beyond that they are dropped at once. */
 const MAX_LINGERING = 256;
+/**
+ * Connections past `maxConnections` that may stay open (briefly, lingering) to read a 503: the
+ * descriptors come out of the reserve kept below the open-file limit.
+ */
+const AT_CAPACITY_EXPLAINED = 16;
+/** The "at its connection limit" warning is logged at most this often. */
+const AT_CAPACITY_LOG_MS = 10_000;
 
 const encoder = new TextEncoder();
 
@@ -76,6 +83,7 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
   const { limits } = options;
   const refused = options.onRefused ?? (() => {});
   const reportError = options.onError ?? (() => {});
+  const warn = options.onWarning ?? (() => {});
 
   const server = http.createServer({
     maxHeaderSize: limits.maxHeaderBytes,
@@ -88,7 +96,6 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
     // only for connections that are kept: a refused one costs no extra syscall.
     noDelay: false,
   } as http.ServerOptions);
-  server.maxConnections = limits.maxConnections;
 
   const wss = new WebSocketServer({
     // ws ≥ 8.20 closes the TCP connection when a close handshake is not answered in time
@@ -153,8 +160,43 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
     endWith(socket, rawResponse("ERR_TOO_MANY_REQUESTS", description), REFUSAL_LINGER_MS);
   };
 
+  // The global cap, counted here rather than by node:net's `maxConnections` (which Deno's
+  // node:net enforces without a word: no 'drop' event, so nothing to count or log). Every
+  // accepted connection counts until it closes: served, lingering after a refusal, or held in
+  // the tarpit.
+  let open = 0;
+  let atCapacitySince = 0;
+  let atCapacityLoggedAt = -Infinity;
+  const refuseAtCapacity = (socket: Socket, address: string) => {
+    refused("max_connections");
+    const now = Date.now();
+    atCapacitySince++;
+    if (now - atCapacityLoggedAt >= AT_CAPACITY_LOG_MS) {
+      warn("transport.at_capacity", {
+        maxConnections: limits.maxConnections,
+        refusedSinceLastWarning: atCapacitySince,
+      });
+      atCapacityLoggedAt = now;
+      atCapacitySince = 0;
+    }
+    if (open > limits.maxConnections + AT_CAPACITY_EXPLAINED || !explained.take(address, now)) {
+      return void socket.destroy();
+    }
+    endWith(
+      socket,
+      rawResponse(
+        "ERR_SERVICE_UNAVAILABLE",
+        "The gateway is at its connection limit; retry later.",
+      ),
+      REFUSAL_LINGER_MS,
+    );
+  };
+
   server.on("connection", (socket: Socket) => {
+    open++;
+    socket.once("close", () => open--);
     const address = normalizeAddress(socket.remoteAddress);
+    if (open > limits.maxConnections) return refuseAtCapacity(socket, address);
     if (bans.banned(address, Date.now())) return bans.hold(socket, address);
     const held = perAddress.get(address) ?? 0;
     if (held >= limits.maxConnectionsPerIp) return refuseConnection(socket, "per_ip_cap", address);

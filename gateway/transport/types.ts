@@ -85,6 +85,8 @@ export type FetchHandler = (request: Request, info: RequestInfo) => Response | P
 
 /** Why a transport refused a connection or a request before the handler saw it. */
 export type TransportRefusal =
+  /** The process holds MAX_CONNECTIONS connections already. */
+  | "max_connections"
   | "per_ip_cap"
   | "connect_rate"
   | "headers_timeout"
@@ -118,6 +120,8 @@ export interface ServeOptions {
   onRefused?: (kind: TransportRefusal) => void;
   /** Told about errors that are the transport's own (never the client's), for logs. */
   onError?: (event: string, error: unknown) => void;
+  /** Told about conditions an operator should see (rate-limited by the transport), for logs. */
+  onWarning?: (event: string, fields: Record<string, unknown>) => void;
 }
 
 export interface RunningTransport {
