@@ -44,7 +44,8 @@ export const errorCatalog = {
   },
   ERR_SERVICE_UNAVAILABLE: {
     status: 503,
-    description: "The gateway is shutting down or its store is unreachable; retry shortly.",
+    description:
+      "The gateway is shutting down, at its connection limit, or its store is unreachable; retry shortly.",
   },
   ERR_NOT_FOUND: { status: 404, description: "No such route or resource." },
   ERR_METHOD_NOT_ALLOWED: { status: 405, description: "The route does not accept this method." },
