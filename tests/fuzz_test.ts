@@ -40,6 +40,7 @@ import {
   contract,
   type ErrorCode,
   ErrorPayloadSchema,
+  FrameIdSchema,
   type Mode,
   type ServerFrame,
   ServerFrameSchema,
@@ -330,6 +331,9 @@ const frameId: fc.Arbitrary<J> = fc.oneof(
   fc.integer().map(lit),
   fc.maxSafeInteger().map(lit),
   fc.string({ maxLength: 64 }).map(lit),
+  // The limit counts code points (zod's count), not UTF-16 code units: 33 and 64 emoji are
+  // valid ids, 65 are not.
+  fc.constantFrom("💥".repeat(33), "💥".repeat(64), "💥".repeat(65)).map(lit),
 );
 const appState = fc.constantFrom("foreground", "background").map(lit);
 const mode = fc.constantFrom("auto", "manual").map(lit);
@@ -638,16 +642,15 @@ function parsedByGateway(text: string): { json: true; value: unknown } | { json:
 }
 
 /**
- * The id the gateway echoes on an error to an invalid frame: a safe integer, or a string of at
- * most 64 UTF-16 code units (gateway/connection.ts `frameIdOf`; stricter than the contract, whose
- * zod `max(64)` counts code points).
+ * The id the gateway echoes on an error to an invalid frame: a safe integer, or a string the
+ * contract's `FrameIdSchema` accepts (at most 64 characters as zod counts them: code points, so
+ * 33 emoji — 66 UTF-16 code units — are echoed).
  */
 function echoableId(value: unknown): string | number | undefined {
   if (typeof value !== "object" || value === null) return undefined;
   const id = (value as { id?: unknown }).id;
-  return (typeof id === "string" && id.length <= 64) || Number.isSafeInteger(id)
-    ? id as string | number
-    : undefined;
+  if (Number.isSafeInteger(id)) return id as number;
+  return typeof id === "string" && FrameIdSchema.safeParse(id).success ? id : undefined;
 }
 
 /**
