@@ -4,7 +4,7 @@
  * work, close every socket with 1012, write everything and close the store.
  */
 import { type Clock, systemClock } from "./clock.ts";
-import { type GatewayConfig, loadConfig, timingOf } from "./config.ts";
+import { ConfigError, type GatewayConfig, loadConfig, timingOf } from "./config.ts";
 import type { Connection, ConnectionContext } from "./connection.ts";
 import { CredentialSigner } from "./credential.ts";
 import { GatewayError } from "./errors.ts";
@@ -162,6 +162,12 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     onRefused: (kind) => metrics.refusals[kind]++,
     onError: (event, error) => log.error(event, { error }),
     onWarning: (event, fields) => log.warn(event, fields),
+  }).catch(async (error: unknown) => {
+    // Nothing is served: give back what was opened, and say which setting to change.
+    await users.shutdown();
+    connections.idle.close();
+    store.close();
+    throw listenErrorOf(error, config.hostname, config.port);
   });
   connections.penalize = (address) => transport.penalize(address, ABUSE_CONNECT_COST);
   options.onListen?.({ hostname: transport.hostname, port: transport.port });
@@ -196,6 +202,38 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     revived,
     stop,
   };
+}
+
+/**
+ * A listen that failed because of the configuration, as a ConfigError naming the variable (the
+ * process prints it as one line and exits with 2); anything else as it is.
+ */
+export function listenErrorOf(error: unknown, hostname: string, port: number): unknown {
+  const code = (error as { code?: unknown } | null)?.code;
+  const name = (error as { name?: unknown } | null)?.name;
+  if (code === "EADDRINUSE" || name === "AddrInUse") {
+    return new ConfigError(
+      `PORT ${port} is already in use on ${hostname}: stop what holds it, or choose another PORT.`,
+    );
+  }
+  if (code === "EACCES" || name === "PermissionDenied") {
+    return new ConfigError(
+      `PORT ${port} on ${hostname} needs privileges this process does not have: choose a PORT ` +
+        "of 1024 or more.",
+    );
+  }
+  if (
+    code === "ENOTFOUND" || code === "EAI_AGAIN" || code === "EADDRNOTAVAIL" ||
+    code === "EINVAL" || name === "AddrNotAvailable" ||
+    // Deno.serve's resolver failure carries neither a code nor an error class.
+    (error instanceof Error && error.message.startsWith("failed to lookup address information"))
+  ) {
+    return new ConfigError(
+      `HOSTNAME ${hostname} is not an address of this machine (or does not resolve): set ` +
+        "HOSTNAME to one, for example 127.0.0.1 or 0.0.0.0.",
+    );
+  }
+  return error;
 }
 
 /** The connection gauges: mode and app state of every open connection, read at scrape time. */

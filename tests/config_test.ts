@@ -314,3 +314,53 @@ Deno.test("config: the gateway process stops at start-up on a bad value (exit 2,
   assert.match(text, /configuration error: LIVENESS_WINDOW_MS=thirty is invalid/);
   assert.ok(!text.includes("    at "), "no stack trace");
 });
+
+Deno.test("config: a port in use or an address not of this machine stops start-up with one line (exit 2)", async () => {
+  const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = holder.addr as Deno.NetAddr;
+  const start = async (env: Record<string, string>) => {
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net",
+        "--allow-env",
+        "--allow-read",
+        "--allow-write",
+        "gateway/main.ts",
+        "--dev",
+      ],
+      env: { KV_PATH: ":memory:", ...env },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes).trim();
+    return { code, stdout: decode(stdout), stderr: decode(stderr) };
+  };
+  try {
+    for (const transport of ["node", "deno"]) {
+      const inUse = await start({
+        PORT: String(port),
+        HOSTNAME: "127.0.0.1",
+        TRANSPORT: transport,
+      });
+      assert.equal(inUse.code, 2, `${transport}: ${inUse.stderr}`);
+      assert.equal(inUse.stdout, "");
+      assert.equal(
+        inUse.stderr,
+        `configuration error: PORT ${port} is already in use on 127.0.0.1: stop what holds it, ` +
+          "or choose another PORT.",
+      );
+      for (const hostname of ["no-such-host.invalid", "192.0.2.1"]) {
+        const foreign = await start({ PORT: "0", HOSTNAME: hostname, TRANSPORT: transport });
+        assert.equal(foreign.code, 2, `${transport} ${hostname}: ${foreign.stderr}`);
+        assert.equal(
+          foreign.stderr,
+          `configuration error: HOSTNAME ${hostname} is not an address of this machine (or ` +
+            "does not resolve): set HOSTNAME to one, for example 127.0.0.1 or 0.0.0.0.",
+        );
+      }
+    }
+  } finally {
+    holder.close();
+  }
+});

@@ -214,10 +214,6 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
     });
   });
 
-  // Accept errors and the like: reported, never thrown (an unhandled 'error' would end the
-  // process).
-  server.on("error", (error: Error) => reportError("transport.server_error", error));
-
   // A request node:http could not parse, or that ran out of time: answered with the error
   // payload (not a bare status line), then the connection is closed.
   server.on("clientError", (error: Error & { code?: string }, socket: Socket) => {
@@ -370,10 +366,13 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
   };
 
   // ---- listening ----
+  // A failed listen rejects (the caller says which setting to change); once listening, accept
+  // errors and the like are reported, never thrown (an unhandled 'error' would end the process).
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen({ port: options.port, host: options.hostname, backlog: LISTEN_BACKLOG }, () => {
       server.off("error", reject);
+      server.on("error", (error: Error) => reportError("transport.server_error", error));
       resolve();
     });
   });
