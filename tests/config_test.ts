@@ -8,6 +8,7 @@ import {
   maxConnectionsFor,
 } from "../gateway/config.ts";
 import { CONFIG_DOCS_FILE, renderConfigDocs } from "../gateway/config_docs.ts";
+import { runGatewayToExit } from "./support/process.ts";
 
 const SECRET = { SESSION_SECRET: "s".repeat(32) };
 const APPS = JSON.stringify([{ appId: "shop", region: "eu", apiKey: "shop_api_key_123" }]);
@@ -295,22 +296,11 @@ Deno.test("the generated configuration page is already as `deno fmt` formats it"
 });
 
 Deno.test("config: the gateway process stops at start-up on a bad value (exit 2, message)", async () => {
-  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "--allow-write",
-      "gateway/main.ts",
-      "--dev",
-    ],
-    env: { LIVENESS_WINDOW_MS: "thirty", KV_PATH: ":memory:" },
-    stdout: "null",
-    stderr: "piped",
-  }).output();
+  const { code, stderr: text } = await runGatewayToExit({
+    LIVENESS_WINDOW_MS: "thirty",
+    KV_PATH: ":memory:",
+  });
   assert.equal(code, 2);
-  const text = new TextDecoder().decode(stderr);
   assert.match(text, /configuration error: LIVENESS_WINDOW_MS=thirty is invalid/);
   assert.ok(!text.includes("    at "), "no stack trace");
 });
@@ -318,24 +308,7 @@ Deno.test("config: the gateway process stops at start-up on a bad value (exit 2,
 Deno.test("config: a port in use or an address not of this machine stops start-up with one line (exit 2)", async () => {
   const holder = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = holder.addr as Deno.NetAddr;
-  const start = async (env: Record<string, string>) => {
-    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-net",
-        "--allow-env",
-        "--allow-read",
-        "--allow-write",
-        "gateway/main.ts",
-        "--dev",
-      ],
-      env: { KV_PATH: ":memory:", ...env },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes).trim();
-    return { code, stdout: decode(stdout), stderr: decode(stderr) };
-  };
+  const start = (env: Record<string, string>) => runGatewayToExit({ KV_PATH: ":memory:", ...env });
   try {
     for (const transport of ["node", "deno"]) {
       const inUse = await start({

@@ -17,6 +17,33 @@ export interface GatewayProcessOptions {
   openFiles?: number;
 }
 
+/** `deno` arguments of the gateway process, as `deno task serve` runs it (from the repository root). */
+const GATEWAY_MAIN_ARGS = [
+  "run",
+  "--allow-net",
+  "--allow-env",
+  "--allow-read",
+  "--allow-write",
+  "gateway/main.ts",
+  "--dev",
+];
+
+/** Runs the gateway process until it exits by itself (a start-up refusal): its code and output. */
+export async function runGatewayToExit(
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: GATEWAY_MAIN_ARGS,
+    cwd: ROOT,
+    env: { NO_COLOR: "1", ...env },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes).trim();
+  return { code, stdout: decode(stdout), stderr: decode(stderr) };
+}
+
 export class GatewayProcess implements AsyncDisposable {
   readonly url: string;
   readonly wsUrl: string;
@@ -63,16 +90,7 @@ export class GatewayProcess implements AsyncDisposable {
       kvPath = `${ownsDir}/gateway.kv`;
     }
     const port = freePort();
-    const deno = [
-      Deno.execPath(),
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "--allow-write",
-      "gateway/main.ts",
-      "--dev",
-    ];
+    const deno = [Deno.execPath(), ...GATEWAY_MAIN_ARGS];
     const quoted = deno.map((arg) => `'${arg.replaceAll("'", `'\\''`)}'`).join(" ");
     const [command, args] = options.openFiles === undefined
       ? [deno[0], deno.slice(1)]
