@@ -129,7 +129,7 @@ export async function startServer(
     new Deno.Command(cmd, {
       args,
       cwd: ROOT,
-      env: { PORT: String(port), HOSTNAME: "127.0.0.1", ...env },
+      env: { PORT: String(port), HOST: "127.0.0.1", ...env },
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

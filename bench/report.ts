@@ -405,7 +405,7 @@ ${report(results, notes)}
 \`\`\`sh
 deno task bench            # full: writes BENCHMARKS.md and bench/results.json
 deno task bench --quick    # smoke test (CI), prints the table only
-# servers (env PORT, HOSTNAME=127.0.0.1; the gateway also KV_PATH=<fresh temp dir>,
+# servers (env PORT, HOST=127.0.0.1; the gateway also KV_PATH=<fresh temp dir>,
 # IDLE_TIMEOUT_MS=600000, RATE_LIMIT_FRAMES_PER_SEC=1000000, RATE_LIMIT_HTTP_PER_SEC=1000000,
 # RATE_LIMIT_CONNECTS_PER_SEC=1000000, MAX_CONNECTIONS_PER_IP=1000,
 # OPEN_FILE_LIMIT=$(ulimit -Hn), TRANSPORT=deno for the Deno.serve row, and for scenario 6

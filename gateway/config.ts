@@ -60,7 +60,14 @@ const integer = (min: number) => z.coerce.number().int().min(min);
 /** Environment variable → parsed value. Unset and empty variables take the default. */
 export const EnvSchema = z.object({
   PORT: fills("port", integer(0).default(8000), "port to listen on (0 picks a free one)"),
-  HOSTNAME: fills("hostname", z.string().default("0.0.0.0"), "address to bind"),
+  // Not HOSTNAME: Docker and many shells export that as the machine's name.
+  HOST: fills(
+    "hostname",
+    z.string().default(""),
+    "address to bind: 0.0.0.0 (every interface), 127.0.0.1, ::, or a name of this machine; " +
+      "unset means 0.0.0.0, and 127.0.0.1 under --dev (its keys are public)",
+    { defaultLabel: "0.0.0.0 (--dev: 127.0.0.1)" },
+  ),
   TRANSPORT: fills(
     "transport",
     z.enum(["node", "deno"]).default("node"),
@@ -330,6 +337,9 @@ export function loadConfig(
   const parsed = parseEnvironment(env);
   const fromEnv = fieldsOf(parsed);
   if (fromEnv.sessionSecret === "" && dev) fromEnv.sessionSecret = DEV_SESSION_SECRET;
+  // The empty default stands for "not set": the dev app's keys are public, so --dev stays
+  // on this machine unless HOST says otherwise.
+  if (fromEnv.hostname === "") fromEnv.hostname = dev ? "127.0.0.1" : "0.0.0.0";
 
   let apps = parseApps(parsed.APPS_JSON, parsed.APPS_FILE, options.readFile);
   if (dev && !apps.some((a) => a.appId === DEV_APP.appId)) apps = [DEV_APP, ...apps];

@@ -229,8 +229,8 @@ export function listenErrorOf(error: unknown, hostname: string, port: number): u
     (error instanceof Error && error.message.startsWith("failed to lookup address information"))
   ) {
     return new ConfigError(
-      `HOSTNAME ${hostname} is not an address of this machine (or does not resolve): set ` +
-        "HOSTNAME to one, for example 127.0.0.1 or 0.0.0.0.",
+      `HOST ${hostname} is not an address of this machine (or does not resolve): set ` +
+        "HOST to one, for example 127.0.0.1 or 0.0.0.0.",
     );
   }
   return error;

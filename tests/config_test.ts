@@ -8,7 +8,7 @@ import {
   maxConnectionsFor,
 } from "../gateway/config.ts";
 import { CONFIG_DOCS_FILE, renderConfigDocs } from "../gateway/config_docs.ts";
-import { runGatewayToExit } from "./support/process.ts";
+import { GatewayProcess, runGatewayToExit } from "./support/process.ts";
 
 const SECRET = { SESSION_SECRET: "s".repeat(32) };
 const APPS = JSON.stringify([{ appId: "shop", region: "eu", apiKey: "shop_api_key_123" }]);
@@ -313,7 +313,7 @@ Deno.test("config: a port in use or an address not of this machine stops start-u
     for (const transport of ["node", "deno"]) {
       const inUse = await start({
         PORT: String(port),
-        HOSTNAME: "127.0.0.1",
+        HOST: "127.0.0.1",
         TRANSPORT: transport,
       });
       assert.equal(inUse.code, 2, `${transport}: ${inUse.stderr}`);
@@ -324,16 +324,47 @@ Deno.test("config: a port in use or an address not of this machine stops start-u
           "or choose another PORT.",
       );
       for (const hostname of ["no-such-host.invalid", "192.0.2.1"]) {
-        const foreign = await start({ PORT: "0", HOSTNAME: hostname, TRANSPORT: transport });
+        const foreign = await start({ PORT: "0", HOST: hostname, TRANSPORT: transport });
         assert.equal(foreign.code, 2, `${transport} ${hostname}: ${foreign.stderr}`);
         assert.equal(
           foreign.stderr,
-          `configuration error: HOSTNAME ${hostname} is not an address of this machine (or ` +
-            "does not resolve): set HOSTNAME to one, for example 127.0.0.1 or 0.0.0.0.",
+          `configuration error: HOST ${hostname} is not an address of this machine (or ` +
+            "does not resolve): set HOST to one, for example 127.0.0.1 or 0.0.0.0.",
         );
       }
     }
   } finally {
     holder.close();
   }
+});
+
+Deno.test("config: the bind address is HOST (HOSTNAME is the machine's name), and --dev binds loopback", () => {
+  // Docker and many shells export HOSTNAME as the machine's name: it never picks the address.
+  assert.equal(
+    loadConfig({ ...SECRET, APPS_JSON: APPS, HOSTNAME: "box-7f3a" }).hostname,
+    "0.0.0.0",
+  );
+  assert.equal(loadConfig({ ...SECRET, APPS_JSON: APPS, HOST: "::" }).hostname, "::");
+  // --dev serves public keys: loopback only, unless HOST says otherwise.
+  assert.equal(loadConfig({ HOSTNAME: "box-7f3a" }, { dev: true }).hostname, "127.0.0.1");
+  assert.equal(loadConfig({ HOST: "0.0.0.0" }, { dev: true }).hostname, "0.0.0.0");
+  assert.ok(!("HOSTNAME" in ENV_VARS), "HOSTNAME is not a configuration variable");
+});
+
+Deno.test("config: deno task serve's --dev gateway answers on loopback only, as its banner says", async () => {
+  const outside = Object.values(Deno.networkInterfaces())
+    .find((i) => i.family === "IPv4" && !i.address.startsWith("127."))?.address;
+  await using gateway = await GatewayProcess.start({ env: { HOSTNAME: "box-7f3a" }, host: null });
+  assert.ok(
+    gateway.output.some((line) => line.includes(`listening on http://127.0.0.1:${gateway.port}`)),
+  );
+  const health = await fetch(`${gateway.url}/healthz`);
+  await health.body?.cancel();
+  assert.equal(health.status, 200);
+  if (outside === undefined) return; // a machine with loopback only: nothing else to refuse
+  await assert.rejects(
+    Deno.connect({ hostname: outside, port: gateway.port }),
+    Deno.errors.ConnectionRefused,
+    `the dev gateway must not be reachable on ${outside}`,
+  );
 });

@@ -45,7 +45,7 @@ wss.on("connection", (ws, req) => {
   });
 });
 
-const host = process.env.HOSTNAME ?? "127.0.0.1";
+const host = process.env.HOST ?? "127.0.0.1";
 server.listen(Number(process.env.PORT), host, () => {
   console.log(`listening on http://${host}:${server.address().port}`);
 });

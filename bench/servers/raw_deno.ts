@@ -16,7 +16,7 @@ function fanout(count: number): void {
 }
 
 Deno.serve({
-  hostname: Deno.env.get("HOSTNAME") ?? "127.0.0.1",
+  hostname: Deno.env.get("HOST") ?? "127.0.0.1",
   port: Number(Deno.env.get("PORT")),
   onListen: ({ hostname, port }) => console.log(`listening on http://${hostname}:${port}`),
 }, (req) => {

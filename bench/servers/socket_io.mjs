@@ -40,7 +40,7 @@ io.on("connection", (socket) => {
   socket.on("fanout", (frame) => fanout(frame.count));
 });
 
-const host = process.env.HOSTNAME ?? "127.0.0.1";
+const host = process.env.HOST ?? "127.0.0.1";
 server.listen(Number(process.env.PORT), host, () => {
   console.log(`listening on http://${host}:${server.address().port}`);
 });

@@ -15,6 +15,8 @@ export interface GatewayProcessOptions {
   kvPath?: string;
   /** Run under `ulimit -n <openFiles>` (soft and hard), through `sh`. */
   openFiles?: number;
+  /** HOST of the process; null leaves it unset (the gateway's own default). Default 127.0.0.1. */
+  host?: string | null;
 }
 
 /** `deno` arguments of the gateway process, as `deno task serve` runs it (from the repository root). */
@@ -100,7 +102,7 @@ export class GatewayProcess implements AsyncDisposable {
       cwd: ROOT,
       env: {
         PORT: String(port),
-        HOSTNAME: "127.0.0.1",
+        ...(options.host === null ? {} : { HOST: options.host ?? "127.0.0.1" }),
         KV_PATH: kvPath,
         NO_COLOR: "1",
         ...(options.openFiles === undefined ? {} : { OPEN_FILE_LIMIT: String(options.openFiles) }),
