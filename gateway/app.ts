@@ -3,9 +3,9 @@
  * one error handler so that every failure answers with the contract's error payload.
  */
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { errorPayload } from "../contract/mod.ts";
+import { limitBody } from "./body_limit.ts";
 import { answerOf, GatewayError } from "./errors.ts";
 import { contractRoutes } from "./openapi.ts";
 import { clientRoutes } from "./routes/client_routes.ts";
@@ -53,14 +53,11 @@ export function createApp(services: GatewayServices): Hono<GatewayEnv> {
   });
   app.use(
     "*",
-    bodyLimit({
-      maxSize: services.config.maxBodyBytes,
-      onError: () => {
-        services.metrics.refusals.body_size++;
-        throw new GatewayError("ERR_PAYLOAD_TOO_LARGE", undefined, {
-          limitBytes: services.config.maxBodyBytes,
-        });
-      },
+    limitBody(services.config.maxBodyBytes, () => {
+      services.metrics.refusals.body_size++;
+      throw new GatewayError("ERR_PAYLOAD_TOO_LARGE", undefined, {
+        limitBytes: services.config.maxBodyBytes,
+      });
     }),
   );
 
