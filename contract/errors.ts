@@ -94,14 +94,58 @@ export function errorPayload(
   return payload;
 }
 
-/** Turns zod issues into the `details` of an `ERR_BAD_REQUEST` payload. */
+/** The part of a zod issue the details are made of (a union's issue also has its branches'). */
+export interface IssueLike {
+  readonly path: ReadonlyArray<PropertyKey>;
+  readonly message: string;
+  readonly code?: string;
+  /** For `invalid_union`: the issues of each alternative, paths relative to the union. */
+  readonly errors?: ReadonlyArray<ReadonlyArray<IssueLike>>;
+  /** For `unrecognized_keys`: the keys, each reported at its own path. */
+  readonly keys?: ReadonlyArray<string>;
+}
+
+/**
+ * Turns zod issues into the `details` of an `ERR_BAD_REQUEST` payload. A value that matches
+ * none of a union's alternatives is explained field by field for each alternative (zod's own
+ * issue only says "Invalid input" at the union's path), so a login body `{}` names `authToken`,
+ * or `uid` and `authKey`.
+ */
 export function validationDetails(
-  issues: ReadonlyArray<{ path: ReadonlyArray<PropertyKey>; message: string }>,
+  issues: ReadonlyArray<IssueLike>,
   where?: string,
 ): { issues: ValidationIssue[]; where?: string } {
-  const list = issues.map((issue) => ({
-    path: issue.path.map((p) => String(p)).join("."),
-    message: issue.message,
-  }));
+  const list: ValidationIssue[] = [];
+  const seen = new Set<string>();
+  for (const issue of issues) {
+    for (const item of flattenIssue(issue, [], "")) {
+      const key = `${item.path}\u0000${item.message}`;
+      if (!seen.has(key)) list.push(item), seen.add(key);
+    }
+  }
   return where === undefined ? { issues: list } : { where, issues: list };
+}
+
+function flattenIssue(
+  issue: IssueLike,
+  prefix: ReadonlyArray<PropertyKey>,
+  suffix: string,
+): ValidationIssue[] {
+  const path = [...prefix, ...issue.path];
+  const branches = issue.code === "invalid_union" ? issue.errors ?? [] : [];
+  if (branches.length > 0 && branches.every((branch) => branch.length > 0)) {
+    return branches.flatMap((branch, i) =>
+      branch.flatMap((inner) =>
+        flattenIssue(inner, path, `${suffix} (alternative ${i + 1} of ${branches.length})`)
+      )
+    );
+  }
+  const dotted = (keys: ReadonlyArray<PropertyKey>) => keys.map((p) => String(p)).join(".");
+  if (issue.code === "unrecognized_keys" && issue.keys !== undefined && issue.keys.length > 0) {
+    return issue.keys.map((key) => ({
+      path: dotted([...path, key]),
+      message: "Unknown field" + suffix,
+    }));
+  }
+  return [{ path: dotted(path), message: issue.message + suffix }];
 }

@@ -4,7 +4,7 @@
  */
 import { initContract } from "@ts-rest/core";
 import { z } from "zod";
-import { ErrorPayloadSchema } from "./errors.ts";
+import { errorCatalog, type ErrorCode, ErrorPayloadSchema } from "./errors.ts";
 import { SendMessageBodySchema, SendMessageReplySchema } from "./messages.ts";
 import {
   AppIdSchema,
@@ -20,24 +20,65 @@ import {
 
 const c = initContract();
 
-/** Error responses of a route, all with the one error payload. */
-function errorResponses<const S extends readonly number[]>(
-  ...statuses: S
-): { [K in S[number]]: typeof ErrorPayloadSchema } {
-  return Object.fromEntries(statuses.map((s) => [s, ErrorPayloadSchema])) as {
-    [K in S[number]]: typeof ErrorPayloadSchema;
+/** The HTTP status an error code is answered with. */
+type StatusOf<C extends ErrorCode> = (typeof errorCatalog)[C]["status"];
+/** The codes of `C` answered with status `S`. */
+type CodesWithStatus<C extends ErrorCode, S extends number> = C extends ErrorCode
+  ? StatusOf<C> extends S ? C : never
+  : never;
+
+/** The error payload narrowed to some codes: what one status of one route can carry. */
+export function errorPayloadOf<const C extends readonly [ErrorCode, ...ErrorCode[]]>(codes: C) {
+  return ErrorPayloadSchema.extend({ errorCode: z.enum(codes) });
+}
+type ErrorPayloadSchemaOf<C extends ErrorCode> = ReturnType<typeof errorPayloadOf<[C]>>;
+
+/**
+ * The error responses of a route, from the codes it can answer with: one response per status,
+ * whose schema names exactly the codes of that status. The OpenAPI document, the typed client
+ * and the tests read the codes back from these schemas; nothing lists them twice.
+ */
+function failures<const C extends readonly ErrorCode[]>(
+  ...codes: C
+): { [S in StatusOf<C[number]>]: ErrorPayloadSchemaOf<CodesWithStatus<C[number], S>> } {
+  const byStatus = new Map<number, ErrorCode[]>();
+  for (const code of codes) {
+    const status = errorCatalog[code].status;
+    byStatus.set(status, [...(byStatus.get(status) ?? []), code]);
+  }
+  return Object.fromEntries(
+    [...byStatus].map(([status, list]) => [status, errorPayloadOf(list as [ErrorCode])]),
+  ) as unknown as {
+    [S in StatusOf<C[number]>]: ErrorPayloadSchemaOf<CodesWithStatus<C[number], S>>;
   };
 }
 
-/** Errors any route may answer with. */
-const common = [400, 413, 429, 500] as const;
+/**
+ * Answers any route may give before its handler runs: the rate limit, a request head too slow
+ * or too large, a gateway shutting down (or at its connection limit, or its store
+ * unreachable), and the unexpected.
+ */
+export const HTTP_LAYER_ERRORS = [
+  "ERR_TOO_MANY_REQUESTS",
+  "ERR_REQUEST_TIMEOUT",
+  "ERR_HEADERS_TOO_LARGE",
+  "ERR_SERVICE_UNAVAILABLE",
+  "ERR_INTERNAL",
+] as const satisfies readonly ErrorCode[];
+/** A route that takes a body also refuses one over the size limit. */
+const WITH_BODY = [...HTTP_LAYER_ERRORS, "ERR_PAYLOAD_TOO_LARGE"] as const;
+/** A route behind `Authorization: Bearer <session credential>`. */
+const SESSION_AUTH = ["ERROR_USER_NOT_LOGGED_IN", "AUTH_ERR_AUTH_TOKEN_NOT_FOUND"] as const;
+/** A server API route: its app must exist, its `apikey` must be the app's, its path valid. */
+const SERVER_AUTH = ["ERR_INVALID_APP_ID", "ERR_INVALID_API_KEY", "ERR_BAD_REQUEST"] as const;
 
 export const AppPathSchema = z.object({ appId: AppIdSchema });
 export const UserPathSchema = z.object({ appId: AppIdSchema, uid: UidSchema });
 
 /** The session credential from login, as `Authorization: Bearer <credential>`. */
 export const SessionHeadersSchema = z.object({
-  authorization: z.string().regex(/^Bearer \S+$/, {
+  // Auth schemes are case-insensitive (RFC 9110 §11.1): `bearer` is as good as `Bearer`.
+  authorization: z.string().regex(/^bearer\s+\S+$/i, {
     message: "expected 'Bearer <session credential>'",
   }).meta({ description: "`Bearer <session credential>` from login." }),
 });
@@ -145,7 +186,7 @@ const sessionRoutes = c.router({
     path: "/v1/session/logout",
     headers: SessionHeadersSchema,
     body: c.noBody(),
-    responses: { 200: OkReplySchema, ...errorResponses(401, ...common) },
+    responses: { 200: OkReplySchema, ...failures(...SESSION_AUTH, ...WITH_BODY) },
     summary: "End the session and close its connection",
   },
   ping: {
@@ -153,7 +194,10 @@ const sessionRoutes = c.router({
     path: "/v1/session/ping",
     headers: SessionHeadersSchema,
     body: c.noBody(),
-    responses: { 200: PingReplySchema, ...errorResponses(401, 409, ...common) },
+    responses: {
+      200: PingReplySchema,
+      ...failures(...SESSION_AUTH, "ERR_NOT_MANUAL_MODE", "NO_WEBSOCKET_CONNECTION", ...WITH_BODY),
+    },
     summary: "Manual mode: tell the server the app is still active (HTTP form of ping)",
     description: "Moves a manual-mode background deadline to now + liveness window. Refused with " +
       "ERR_NOT_MANUAL_MODE in auto mode, NO_WEBSOCKET_CONNECTION when the session is not connected.",
@@ -163,14 +207,17 @@ const sessionRoutes = c.router({
     path: "/v1/session/disconnect",
     headers: SessionHeadersSchema,
     body: c.noBody(),
-    responses: { 200: SessionViewSchema, ...errorResponses(401, 409, ...common) },
+    responses: {
+      200: SessionViewSchema,
+      ...failures(...SESSION_AUTH, "ERR_NOT_MANUAL_MODE", "NO_WEBSOCKET_CONNECTION", ...WITH_BODY),
+    },
     summary: "Manual mode: close the session's connection; nothing is maintained afterwards",
   },
   status: {
     method: "GET",
     path: "/v1/session",
     headers: SessionHeadersSchema,
-    responses: { 200: SessionViewSchema, ...errorResponses(401, ...common) },
+    responses: { 200: SessionViewSchema, ...failures(...SESSION_AUTH, ...HTTP_LAYER_ERRORS) },
     summary: "The server's view of this session",
   },
 });
@@ -182,7 +229,10 @@ const serverRoutes = c.router({
     pathParams: AppPathSchema,
     headers: ApiKeyHeadersSchema,
     body: CreateUserBodySchema,
-    responses: { 201: UserSchema, ...errorResponses(401, 404, 409, ...common) },
+    responses: {
+      201: UserSchema,
+      ...failures(...SERVER_AUTH, "ERR_UID_ALREADY_EXISTS", ...WITH_BODY),
+    },
     summary: "Create a user",
   },
   createAuthToken: {
@@ -191,7 +241,10 @@ const serverRoutes = c.router({
     pathParams: UserPathSchema,
     headers: ApiKeyHeadersSchema,
     body: CreateAuthTokenBodySchema,
-    responses: { 201: AuthTokenSchema, ...errorResponses(401, 404, ...common) },
+    responses: {
+      201: AuthTokenSchema,
+      ...failures(...SERVER_AUTH, "ERR_UID_NOT_FOUND", ...WITH_BODY),
+    },
     summary: "Create an auth token for a user",
   },
   revokeAuthToken: {
@@ -200,7 +253,7 @@ const serverRoutes = c.router({
     pathParams: UserPathSchema.extend({ authToken: z.string().min(1).max(512) }),
     headers: ApiKeyHeadersSchema,
     body: c.noBody(),
-    responses: { 200: OkReplySchema, ...errorResponses(401, 404, ...common) },
+    responses: { 200: OkReplySchema, ...failures(...SERVER_AUTH, "ERR_NOT_FOUND", ...WITH_BODY) },
     summary: "Revoke an auth token (sessions it created stay until logout)",
   },
   getPresence: {
@@ -208,7 +261,10 @@ const serverRoutes = c.router({
     path: "/v1/apps/:appId/users/:uid/presence",
     pathParams: UserPathSchema,
     headers: ApiKeyHeadersSchema,
-    responses: { 200: PresenceSchema, ...errorResponses(401, 404, ...common) },
+    responses: {
+      200: PresenceSchema,
+      ...failures(...SERVER_AUTH, "ERR_UID_NOT_FOUND", ...HTTP_LAYER_ERRORS),
+    },
     summary: "Read a user's presence",
   },
   getSessions: {
@@ -216,7 +272,10 @@ const serverRoutes = c.router({
     path: "/v1/apps/:appId/users/:uid/sessions",
     pathParams: UserPathSchema,
     headers: ApiKeyHeadersSchema,
-    responses: { 200: UserSessionsSchema, ...errorResponses(401, 404, ...common) },
+    responses: {
+      200: UserSessionsSchema,
+      ...failures(...SERVER_AUTH, "ERR_UID_NOT_FOUND", ...HTTP_LAYER_ERRORS),
+    },
     summary: "Read a user's sessions",
   },
   sendMessage: {
@@ -225,7 +284,10 @@ const serverRoutes = c.router({
     pathParams: AppPathSchema,
     headers: ApiKeyHeadersSchema,
     body: SendMessageBodySchema,
-    responses: { 200: SendMessageReplySchema, ...errorResponses(401, 404, ...common) },
+    responses: {
+      200: SendMessageReplySchema,
+      ...failures(...SERVER_AUTH, "ERR_UID_NOT_FOUND", ...WITH_BODY),
+    },
     summary: "Send a message to one or more users (delivered to their connected sessions)",
   },
 });
@@ -236,7 +298,10 @@ export const contract = c.router({
     path: "/v1/apps/:appId/init",
     pathParams: AppPathSchema,
     body: InitBodySchema,
-    responses: { 200: InitReplySchema, ...errorResponses(404, ...common) },
+    responses: {
+      200: InitReplySchema,
+      ...failures("ERR_INVALID_APP_ID", "ERR_INVALID_REGION", "ERR_BAD_REQUEST", ...WITH_BODY),
+    },
     summary: "Validate the appId and region and return the effective settings",
   },
   login: {
@@ -244,7 +309,17 @@ export const contract = c.router({
     path: "/v1/apps/:appId/login",
     pathParams: AppPathSchema,
     body: LoginBodySchema,
-    responses: { 200: LoginReplySchema, ...errorResponses(401, 404, ...common) },
+    responses: {
+      200: LoginReplySchema,
+      ...failures(
+        "ERR_INVALID_APP_ID",
+        "ERR_BAD_REQUEST",
+        "AUTH_ERR_AUTH_TOKEN_NOT_FOUND",
+        "ERR_INVALID_AUTH_KEY",
+        "ERR_UID_NOT_FOUND",
+        ...WITH_BODY,
+      ),
+    },
     summary: "Create a session from an auth token (or uid + dev authKey)",
   },
   session: sessionRoutes,
