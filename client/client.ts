@@ -1,15 +1,18 @@
 /**
- * `GatewayClient`: init, login, the WebSocket in auto or manual mode, heartbeats,
- * reconnection and app state (SPEC §5).
+ * `GatewayClient`: init, login, the connection in auto or manual mode, reconnection and app
+ * state (SPEC §5).
  *
  * How it stays readable (after centrifuge-js):
+ * - the socket is its own module, `socket.ts`: one WebSocket with its handshake, heartbeat
+ *   and id-matched replies, which reports one end; this file holds the lifecycle policy;
  * - one state setter, {@link GatewayClient#setStatus}, that reports whether the status
  *   changed, so listeners fire exactly once per transition;
- * - one disconnect funnel, {@link GatewayClient#endTransport}, through which every way a
+ * - one disconnect funnel, {@link GatewayClient#connectionEnded}, through which every way a
  *   connection can end passes (server close, `closing` frame, network loss, dead link,
  *   disconnect(), logout, background), with its side effects in one order;
- * - transport ids: each socket gets a number, and its callbacks do nothing once it is no
- *   longer the current socket, so a late close of an old socket can't act on a new one;
+ * - only the current socket is heard: an ended socket reports nothing more, and the client
+ *   ignores a socket that is no longer its own, so a late close of an old socket can't act
+ *   on a new one;
  * - the rules themselves are pure functions in `policy.ts` and `backoff.ts`.
  */
 import {
@@ -21,18 +24,13 @@ import {
   LoginReplySchema,
   type Message,
   type Mode,
-  reasonOfCloseCode,
-  type ServerFrame,
   type ServerFrameOf,
   type SessionView,
   type Timing,
   type User,
   WEBSOCKET_PATH,
-  WS_CREDENTIAL_PROTOCOL_PREFIX,
-  WS_PROTOCOL,
 } from "../contract/mod.ts";
 import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
-import { decodeServerFrame, encodeClientFrame } from "./codec.ts";
 import { GatewayError } from "./errors.ts";
 import {
   type Clock,
@@ -40,9 +38,6 @@ import {
   systemClock,
   type VisibilitySource,
   type WebSocketConstructor,
-  WS_CLOSED,
-  WS_CONNECTING,
-  WS_OPEN,
 } from "./platform.ts";
 import {
   type ConnectionEndReason,
@@ -52,6 +47,13 @@ import {
 } from "./policy.ts";
 import { createRestClient, type RestClient } from "./rest.ts";
 import type { AppSettings } from "./settings.ts";
+import {
+  ABNORMAL_CLOSE,
+  GatewaySocket,
+  socketAddress,
+  type SocketEnd,
+  type SocketEndReport,
+} from "./socket.ts";
 import { defaultStorage, type StorageAdapter } from "./storage.ts";
 
 /** The session part of the login reply: id, bearer credential, mode. */
@@ -169,16 +171,6 @@ interface StoredLogin {
   session: Session;
 }
 
-/** The current socket. */
-interface Transport {
-  id: number;
-  ws: WebSocket;
-  /** The `connected` frame arrived. */
-  handshaken: boolean;
-  /** An `error` frame received before the handshake completed (e.g. the credential). */
-  handshakeError: GatewayError | null;
-}
-
 interface Waiter<T> {
   resolve(value: T): void;
   reject(error: GatewayError): void;
@@ -199,9 +191,6 @@ const ATTEMPT_ERRORS: Partial<Record<ConnectionEndReason, ErrorCode>> = {
   rate_limited: "ERR_TOO_MANY_REQUESTS",
   payload_too_large: "ERR_PAYLOAD_TOO_LARGE",
 };
-
-/** Close code used for network-level losses that carry no code of their own. */
-const ABNORMAL_CLOSE = 1006;
 
 /**
  * The typed client of the liveness gateway.
@@ -239,9 +228,8 @@ export class GatewayClient {
   readonly #listeners = new Map<string, ConnectionListener>();
   readonly #messageListeners = new Map<string, MessageListener>();
 
-  #transport: Transport | null = null;
-  #transportSeq = 0;
-  #frameSeq = 0;
+  /** The current socket; null between connections. */
+  #socket: GatewaySocket | null = null;
   /** Auto mode: logged in. Manual mode: between connect() and disconnect(). */
   #wantConnected = false;
   /** A reconnection is owed and will be tried when the rules allow (foreground). */
@@ -249,17 +237,9 @@ export class GatewayClient {
   #attempt = 0;
 
   #reconnectTimer: unknown = null;
-  #handshakeTimer: unknown = null;
-  #heartbeatTimer: unknown = null;
-  #pongTimer: unknown = null;
-  #heartbeatId: number | null = null;
-  #disconnectTimer: unknown = null;
 
   #connectWaiters: Waiter<void>[] = [];
   #disconnectWaiters: Waiter<void>[] = [];
-  readonly #pings = new Map<number, Waiter<PingResult> & { timer: unknown }>();
-  /** setAppState calls waiting for the gateway's `state` reply (or the end of the socket). */
-  readonly #stateAcks = new Map<number, { done: () => void; timer: unknown }>();
   readonly #keepAlives = new Set<KeepAlive>();
   /** Sockets told to close, and not yet closed; `destroy()` waits for them. */
   readonly #closing = new Set<Promise<void>>();
@@ -425,10 +405,10 @@ export class GatewayClient {
       const done = new Promise<void>((resolve, reject) => {
         this.#connectWaiters.push({ resolve, reject });
       });
-      if (this.#transport === null) {
+      if (this.#socket === null) {
         this.#cancelReconnect();
         this.#attempt = 0;
-        this.#openTransport();
+        this.#openSocket();
       }
       return done;
     });
@@ -448,25 +428,20 @@ export class GatewayClient {
       const hadPending = this.#reconnectPending;
       this.#wantConnected = false;
       this.#cancelReconnect();
-      const transport = this.#transport;
-      if (transport === null) {
+      const socket = this.#socket;
+      if (socket === null) {
         if (hadPending) return Promise.resolve();
         throw new GatewayError("NO_WEBSOCKET_CONNECTION");
       }
-      if (!transport.handshaken) {
+      if (!socket.handshaken) {
         this.#endTransport({ reason: "client_disconnect", source: "client", code: 1000 });
         return Promise.resolve();
       }
       const done = new Promise<void>((resolve, reject) => {
         this.#disconnectWaiters.push({ resolve, reject });
       });
-      this.#stopHeartbeat(); // A pong timeout now would only blur the reason.
-      this.#send(transport, { type: "disconnect", id: this.#nextFrameId() });
-      // If the gateway does not close within the timeout, close from this side.
-      this.#disconnectTimer ??= this.#clock.setTimeout(() => {
-        this.#disconnectTimer = null;
-        this.#endTransport({ reason: "client_disconnect", source: "client", code: 1000 });
-      }, this.#options.disconnectTimeoutMs ?? 2_000);
+      // The gateway closes; if it does not within the timeout, the socket closes itself.
+      socket.disconnect(this.#options.disconnectTimeoutMs ?? 2_000);
       return done;
     });
   }
@@ -492,22 +467,13 @@ export class GatewayClient {
           backgroundDeadline: reply.body.backgroundDeadline,
         };
       }
-      const transport = this.#transport;
-      if (transport === null || !transport.handshaken) {
+      const socket = this.#socket;
+      if (socket === null || !socket.handshaken) {
         throw new GatewayError("NO_WEBSOCKET_CONNECTION");
       }
-      const id = this.#nextFrameId();
-      const result = new Promise<PingResult>((resolve, reject) => {
-        const timer = this.#clock.setTimeout(() => {
-          // No pong in time: the link is dead (the funnel rejects this ping).
-          if (this.#transport === transport) {
-            this.#endTransport({ reason: "pong_timeout", source: "client", code: ABNORMAL_CLOSE });
-          }
-        }, this.#requireTiming().pongTimeoutMs);
-        this.#pings.set(id, { resolve, reject, timer });
-      });
-      this.#send(transport, { type: "ping", id, source: "app" });
-      return result;
+      // No pong in time ends the socket (a dead link), which rejects this ping.
+      const pong = await socket.ping();
+      return { serverTime: pong.serverTime, backgroundDeadline: pong.backgroundDeadline };
     });
   }
 
@@ -558,27 +524,11 @@ export class GatewayClient {
       if (state === this.#appState && service === this.#backgroundService) return;
       this.#appState = state;
       this.#backgroundService = service;
-      const transport = this.#transport;
-      let acknowledged: Promise<void> | undefined;
-      if (transport?.handshaken) {
-        const id = this.#nextFrameId();
-        // Resolve once the gateway answered (so getConnectionInfo() has its deadline), the
-        // socket ended (e.g. auto mode closed at once in background), or a pong timeout passed.
-        acknowledged = new Promise<void>((resolve) => {
-          const done = () => {
-            const ack = this.#stateAcks.get(id);
-            if (ack === undefined) return;
-            this.#stateAcks.delete(id);
-            this.#clock.clearTimeout(ack.timer);
-            resolve();
-          };
-          const timer = this.#clock.setTimeout(done, this.#requireTiming().pongTimeoutMs);
-          this.#stateAcks.set(id, { done, timer });
-        });
-        this.#send(transport, { type: "app_state", id, state, backgroundService: service });
-      }
+      // Resolves once the gateway answered (so getConnectionInfo() has its deadline), the
+      // socket ended (e.g. auto mode closed at once in background), or a pong timeout passed.
+      // The socket also stops heartbeats in background and restarts them in foreground.
+      const acknowledged = this.#socket?.setAppState(state, service);
       if (state === "background") {
-        this.#stopHeartbeat();
         if (this.#reconnectTimer !== null) {
           this.#clock.clearTimeout(this.#reconnectTimer);
           this.#reconnectTimer = null; // #reconnectPending stays: resumed in foreground.
@@ -586,8 +536,7 @@ export class GatewayClient {
         return acknowledged;
       }
       this.#backgroundDeadline = null;
-      if (this.#status === "connected") this.#startHeartbeat();
-      else if (this.#transport === null) this.#connectIfAllowed(true);
+      if (this.#socket === null) this.#connectIfAllowed(true);
       return acknowledged;
     });
   }
@@ -678,7 +627,7 @@ export class GatewayClient {
 
   /** Opens a connection if the mode, the app state and the user allow one now. */
   #connectIfAllowed(resetBackoff = false): void {
-    if (this.#transport !== null || this.#session === null || !this.#wantConnected) return;
+    if (this.#socket !== null || this.#session === null || !this.#wantConnected) return;
     if (this.#appState === "background") {
       this.#reconnectPending = true;
       return;
@@ -686,194 +635,119 @@ export class GatewayClient {
     if (this.#mode === "manual" && !this.#reconnectPending) return;
     if (resetBackoff) this.#attempt = 0;
     this.#cancelReconnect();
-    this.#openTransport();
+    this.#openSocket();
   }
 
-  #openTransport(): void {
+  #openSocket(): void {
     const session = this.#session;
     if (session === null) return;
-    const id = ++this.#transportSeq;
-    const base = this.#options.baseUrl.replace(/\/$/, "").replace(/^http/, "ws");
-    const path = this.#initReply?.websocketPath ?? WEBSOCKET_PATH;
-    const useQuery = this.#options.credentialIn === "query";
-    const url = useQuery
-      ? `${base}${path}?credential=${encodeURIComponent(session.credential)}`
-      : `${base}${path}`;
-    const protocols = useQuery
-      ? [WS_PROTOCOL]
-      : [WS_PROTOCOL, `${WS_CREDENTIAL_PROTOCOL_PREFIX}${session.credential}`];
-
-    let ws: WebSocket;
+    const { url, protocols } = socketAddress({
+      baseUrl: this.#options.baseUrl,
+      path: this.#initReply?.websocketPath ?? WEBSOCKET_PATH,
+      credential: session.credential,
+      credentialIn: this.#options.credentialIn ?? "protocol",
+    });
+    const timing = this.#requireTiming();
+    let socket: GatewaySocket;
+    // Only the current socket is heard; an ended socket reports nothing more anyway.
+    const current = () => this.#socket === socket;
     try {
       if (this.#WebSocket === undefined) throw new Error("no WebSocket implementation");
-      ws = new this.#WebSocket(url, protocols);
+      socket = new GatewaySocket({
+        url,
+        protocols,
+        WebSocket: this.#WebSocket,
+        clock: this.#clock,
+        timing,
+        handshakeTimeoutMs: this.#options.handshakeTimeoutMs ?? 10_000,
+        appState: this.#appState,
+        backgroundService: this.#backgroundService,
+      }, {
+        onConnected: (frame) => {
+          if (current()) this.#onConnected(frame);
+        },
+        onBackgroundDeadline: (deadline) => {
+          if (current()) this.#backgroundDeadline = deadline;
+        },
+        onMessage: (message, seq) => {
+          if (current()) this.#onMessage(message, seq);
+        },
+        onError: (error) => {
+          if (current()) this.#emit((l) => l.onConnectionError?.(error));
+        },
+        onEnd: (end) => {
+          if (current()) this.#onSocketEnd(socket, end);
+        },
+      });
     } catch (error) {
       // Report like any failed attempt, from a fresh task so callers see `connecting` first.
       this.#setStatus("connecting");
       this.#clock.setTimeout(() => {
-        if (this.#transport === null && this.#status === "connecting") {
+        if (this.#socket === null && this.#status === "connecting") {
           this.#failWithoutTransport(GatewayError.fromUnknown(error));
         }
       }, 0);
       return;
     }
-    const transport: Transport = { id, ws, handshaken: false, handshakeError: null };
-    this.#transport = transport;
+    this.#socket = socket;
     this.#setStatus("connecting");
-    this.#handshakeTimer = this.#clock.setTimeout(() => {
-      this.#handshakeTimer = null;
-      if (this.#transport === transport) {
-        this.#endTransport({ reason: "handshake_timeout", source: "client", code: ABNORMAL_CLOSE });
-      }
-    }, this.#options.handshakeTimeoutMs ?? 10_000);
-
-    ws.onopen = () => {
-      if (this.#transport !== transport) return;
-      this.#send(transport, {
-        type: "connect",
-        id: this.#nextFrameId(),
-        appState: this.#appState,
-        backgroundService: this.#backgroundService,
-      });
-    };
-    ws.onmessage = (event: MessageEvent) => {
-      if (this.#transport !== transport || typeof event.data !== "string") return;
-      const decoded = decodeServerFrame(event.data);
-      if (decoded.ok) this.#onFrame(transport, decoded.frame);
-    };
-    ws.onerror = () => {/* The close event follows and carries what is known. */};
-    ws.onclose = (event: CloseEvent) => {
-      if (this.#transport !== transport) return; // A late close of an old socket.
-      const serverReason = reasonOfCloseCode(event.code);
-      if (serverReason !== undefined) {
-        this.#endTransport({
-          reason: serverReason,
-          source: "server",
-          code: event.code,
-          errorDescription: event.reason || undefined,
-        });
-      } else {
-        this.#endTransport({ reason: "network_lost", source: "client", code: event.code });
-      }
-    };
   }
 
-  #onFrame(transport: Transport, frame: ServerFrame): void {
-    switch (frame.type) {
-      case "connected": {
-        this.#clearTimer("handshake");
-        transport.handshaken = true;
-        this.#attempt = 0;
-        this.#reconnectPending = false;
-        this.#timing = frame.timing;
-        this.#backgroundDeadline = frame.backgroundDeadline;
-        // The app state may have changed while the handshake was on its way.
-        if (
-          frame.appState !== this.#appState || frame.backgroundService !== this.#backgroundService
-        ) {
-          this.#send(transport, {
-            type: "app_state",
-            id: this.#nextFrameId(),
-            state: this.#appState,
-            backgroundService: this.#backgroundService,
-          });
-        }
-        if (this.#appState === "foreground") this.#startHeartbeat();
-        if (this.#setStatus("connected")) {
-          this.#emit((l) => l.onConnected?.(frame));
-        }
-        for (const waiter of this.#connectWaiters.splice(0)) waiter.resolve();
-        return;
-      }
-      case "pong": {
-        this.#backgroundDeadline = frame.backgroundDeadline;
-        if (typeof frame.id !== "number") return;
-        if (frame.id === this.#heartbeatId) {
-          this.#heartbeatId = null;
-          this.#clearTimer("pong");
-          if (this.#appState === "foreground") this.#startHeartbeat();
-          return;
-        }
-        const waiter = this.#pings.get(frame.id);
-        if (waiter !== undefined) {
-          this.#pings.delete(frame.id);
-          this.#clock.clearTimeout(waiter.timer);
-          waiter.resolve({
-            serverTime: frame.serverTime,
-            backgroundDeadline: frame.backgroundDeadline,
-          });
-        }
-        return;
-      }
-      case "state":
-        this.#backgroundDeadline = frame.backgroundDeadline;
-        if (typeof frame.id === "number") this.#stateAcks.get(frame.id)?.done();
-        return;
-      case "error": {
-        const error = new GatewayError(frame.errorCode, frame.errorDescription, frame.details);
-        if (typeof frame.id === "number") this.#stateAcks.get(frame.id)?.done();
-        const waiter = typeof frame.id === "number" ? this.#pings.get(frame.id) : undefined;
-        if (waiter !== undefined && typeof frame.id === "number") {
-          this.#pings.delete(frame.id);
-          this.#clock.clearTimeout(waiter.timer);
-          waiter.reject(error);
-        } else if (!transport.handshaken) {
-          transport.handshakeError = error; // Reported with the close that follows.
-        } else {
-          this.#emit((l) => l.onConnectionError?.(error));
-        }
-        return;
-      }
-      case "message": {
-        const { message, seq } = frame;
-        for (const listener of [...this.#messageListeners.values()]) {
-          try {
-            if (message.kind === "text") listener.onTextMessageReceived?.(message, seq);
-            else listener.onCustomMessageReceived?.(message, seq);
-          } catch (error) {
-            console.error("GatewayClient: a message listener threw", error);
-          }
-        }
-        return;
-      }
-      case "closing":
-        this.#endTransport({
-          reason: frame.reason,
-          source: "server",
-          code: frame.code,
-          errorDescription: frame.errorDescription,
-        });
-        return;
+  #onConnected(frame: ConnectedInfo): void {
+    this.#attempt = 0;
+    this.#reconnectPending = false;
+    this.#timing = frame.timing;
+    this.#backgroundDeadline = frame.backgroundDeadline;
+    if (this.#setStatus("connected")) {
+      this.#emit((l) => l.onConnected?.(frame));
     }
+    for (const waiter of this.#connectWaiters.splice(0)) waiter.resolve();
+  }
+
+  #onMessage(message: Message, seq: number): void {
+    for (const listener of [...this.#messageListeners.values()]) {
+      try {
+        if (message.kind === "text") listener.onTextMessageReceived?.(message, seq);
+        else listener.onCustomMessageReceived?.(message, seq);
+      } catch (error) {
+        console.error("GatewayClient: a message listener threw", error);
+      }
+    }
+  }
+
+  /** The current socket ended (it has stopped its timers and failed its own waits). */
+  #onSocketEnd(socket: GatewaySocket, end: SocketEndReport): void {
+    this.#socket = null;
+    // destroy() waits until the dropped socket has closed.
+    this.#closing.add(socket.closed);
+    void socket.closed.then(() => this.#closing.delete(socket.closed));
+    this.#connectionEnded(end, end.handshakeError);
   }
 
   /**
-   * The disconnect funnel: every way a connection ends comes here, once per socket.
-   * Order: detach and close the socket, stop its timers, fail what waited on it, decide
-   * reconnection, record the reason, set the status (listeners), settle waiters, schedule.
+   * Ends the connection for a local reason. A socket ends itself and reports back through
+   * {@link GatewayClient#onSocketEnd}; without one (an attempt whose socket could not be
+   * created) the funnel runs directly.
    */
-  #endTransport(end: {
-    reason: ConnectionEndReason;
-    source: "server" | "client";
-    code: number;
-    errorDescription?: string;
-  }): void {
-    const transport = this.#transport;
-    if (transport === null && this.#status === "disconnected") {
+  #endTransport(end: SocketEnd): void {
+    const socket = this.#socket;
+    if (socket !== null) {
+      socket.close(end);
+      return;
+    }
+    if (this.#status === "disconnected") {
       this.#settleDisconnectWaiters();
       return;
     }
-    this.#transport = null;
-    if (transport !== null) this.#dropSocket(transport.ws, end.reason);
-    this.#clearTimer("handshake");
-    this.#stopHeartbeat();
-    this.#clearTimer("disconnect");
-    for (const [id, waiter] of this.#pings) {
-      this.#clock.clearTimeout(waiter.timer);
-      waiter.reject(new GatewayError("NO_WEBSOCKET_CONNECTION", undefined, { reason: end.reason }));
-      this.#pings.delete(id);
-    }
-    for (const ack of [...this.#stateAcks.values()]) ack.done();
+    this.#connectionEnded(end, null);
+  }
+
+  /**
+   * The disconnect funnel: every way a connection ends comes here, once per connection.
+   * Order: forget the deadline, decide reconnection, record the reason, set the status
+   * (listeners), settle waiters, schedule.
+   */
+  #connectionEnded(end: SocketEnd, handshakeError: GatewayError | null): void {
     this.#backgroundDeadline = null;
 
     if (endsSession(end.reason)) this.#wantConnected = false;
@@ -907,7 +781,7 @@ export class GatewayClient {
     const changed = this.#setStatus("disconnected");
     if (changed) this.#emit((l) => l.onDisconnected?.(info));
     if (attemptFailed && end.reason !== "client_disconnect" && end.reason !== "destroyed") {
-      const error = transport?.handshakeError ?? attemptError(info);
+      const error = handshakeError ?? attemptError(info);
       this.#emit((l) => l.onConnectionError?.(error));
       for (const waiter of this.#connectWaiters.splice(0)) waiter.reject(error);
     } else {
@@ -934,45 +808,14 @@ export class GatewayClient {
     for (const waiter of this.#disconnectWaiters.splice(0)) waiter.resolve();
   }
 
-  /** Detaches a socket's handlers, closes it, and tracks it until it has closed. */
-  #dropSocket(ws: WebSocket, reason: ConnectionEndReason): void {
-    ws.onopen = null;
-    ws.onmessage = null;
-    ws.onerror = null;
-    if (ws.readyState === WS_CLOSED) {
-      ws.onclose = null;
-      return;
-    }
-    const closed = new Promise<void>((resolve) => {
-      const timer = this.#clock.setTimeout(finish, 5_000);
-      function finish() {
-        ws.onclose = null;
-        resolve();
-      }
-      ws.onclose = () => {
-        this.#clock.clearTimeout(timer);
-        finish();
-      };
-    });
-    this.#closing.add(closed);
-    void closed.then(() => this.#closing.delete(closed));
-    if (ws.readyState === WS_CONNECTING || ws.readyState === WS_OPEN) {
-      try {
-        ws.close(1000, reason);
-      } catch {
-        // Already closing.
-      }
-    }
-  }
-
   #scheduleReconnect(delayMs: number): void {
     this.#cancelReconnectTimer();
     this.#reconnectPending = true;
     if (this.#appState === "background") return; // Resumed by setAppState("foreground").
     this.#reconnectTimer = this.#clock.setTimeout(() => {
       this.#reconnectTimer = null;
-      if (this.#transport === null && this.#reconnectPending && this.#wantConnected) {
-        this.#openTransport();
+      if (this.#socket === null && this.#reconnectPending && this.#wantConnected) {
+        this.#openSocket();
       }
     }, delayMs);
   }
@@ -987,33 +830,6 @@ export class GatewayClient {
   #cancelReconnect(): void {
     this.#cancelReconnectTimer();
     this.#reconnectPending = false;
-  }
-
-  // ---- heartbeats -----------------------------------------------------------------------
-
-  #startHeartbeat(): void {
-    this.#stopHeartbeat();
-    const timing = this.#requireTiming();
-    this.#heartbeatTimer = this.#clock.setTimeout(() => {
-      this.#heartbeatTimer = null;
-      const transport = this.#transport;
-      if (transport === null || !transport.handshaken || this.#appState !== "foreground") return;
-      const id = this.#nextFrameId();
-      this.#heartbeatId = id;
-      this.#pongTimer = this.#clock.setTimeout(() => {
-        this.#pongTimer = null;
-        if (this.#transport === transport) {
-          this.#endTransport({ reason: "pong_timeout", source: "client", code: ABNORMAL_CLOSE });
-        }
-      }, timing.pongTimeoutMs);
-      this.#send(transport, { type: "ping", id, source: "heartbeat" });
-    }, timing.heartbeatIntervalMs);
-  }
-
-  #stopHeartbeat(): void {
-    this.#clearTimer("heartbeat");
-    this.#clearTimer("pong");
-    this.#heartbeatId = null;
   }
 
   // ---- helpers --------------------------------------------------------------------------
@@ -1034,40 +850,6 @@ export class GatewayClient {
         // A throwing listener must not break the client or the other listeners.
         console.error("GatewayClient: a connection listener threw", error);
       }
-    }
-  }
-
-  #send(transport: Transport, frame: Parameters<typeof encodeClientFrame>[0]): void {
-    if (transport.ws.readyState !== WS_OPEN) return;
-    try {
-      transport.ws.send(encodeClientFrame(frame));
-    } catch {
-      // The close event follows.
-    }
-  }
-
-  #nextFrameId(): number {
-    return ++this.#frameSeq;
-  }
-
-  #clearTimer(which: "handshake" | "heartbeat" | "pong" | "disconnect"): void {
-    switch (which) {
-      case "handshake":
-        if (this.#handshakeTimer !== null) this.#clock.clearTimeout(this.#handshakeTimer);
-        this.#handshakeTimer = null;
-        return;
-      case "heartbeat":
-        if (this.#heartbeatTimer !== null) this.#clock.clearTimeout(this.#heartbeatTimer);
-        this.#heartbeatTimer = null;
-        return;
-      case "pong":
-        if (this.#pongTimer !== null) this.#clock.clearTimeout(this.#pongTimer);
-        this.#pongTimer = null;
-        return;
-      case "disconnect":
-        if (this.#disconnectTimer !== null) this.#clock.clearTimeout(this.#disconnectTimer);
-        this.#disconnectTimer = null;
-        return;
     }
   }
 
