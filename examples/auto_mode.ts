@@ -1,6 +1,7 @@
 /**
  * Auto mode: the client opens, keeps and reopens the socket by itself.
- * Run against `deno task serve`: `deno run --allow-net --allow-env examples/auto_mode.ts`.
+ * Run against `deno task serve`: `deno run --allow-net --allow-env examples/auto_mode.ts`
+ * (it reads GATEWAY_URL, default http://127.0.0.1:8000).
  */
 import { AppSettingsBuilder, createRestClient, GatewayClient } from "../client/mod.ts";
 

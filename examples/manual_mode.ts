@@ -1,7 +1,8 @@
 /**
  * Manual mode: the app calls connect(), ping() and disconnect(); in background the gateway keeps
  * the socket for one window from the last ping.
- * Run against `deno task serve`: `deno run --allow-net --allow-env examples/manual_mode.ts`.
+ * Run against `deno task serve`: `deno run --allow-net --allow-env examples/manual_mode.ts`
+ * (it reads GATEWAY_URL, default http://127.0.0.1:8000).
  */
 import { AppSettingsBuilder, GatewayClient, GatewayError } from "../client/mod.ts";
 

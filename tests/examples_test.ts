@@ -43,3 +43,27 @@ Deno.test("example: manual mode connect, ping in background, disconnect", async 
     ]
   ) assert.ok(lines.includes(expected), `missing "${expected}" in\n${lines.join("\n")}`);
 });
+
+Deno.test("example: the quick start connects, logs out and exits by itself", async () => {
+  await using gateway = await startTestGateway();
+  const started = Date.now();
+  const lines = await runExample("examples/quickstart.ts", gateway.url);
+  assert.ok(Date.now() - started < 20_000, "it exits (nothing keeps the process alive)");
+  assert.equal(lines[0], "connecting");
+  assert.match(lines[1], /^connected [0-9a-f-]{36}$/);
+  assert.deepEqual(lines.slice(2), ["status connected", "disconnected logged_out 4006 never"]);
+});
+
+Deno.test("examples say that they read GATEWAY_URL", async () => {
+  for await (const entry of Deno.readDir(new URL("../examples/", import.meta.url))) {
+    const source = await Deno.readTextFile(new URL(`../examples/${entry.name}`, import.meta.url));
+    assert.match(source, /Deno\.env\.get\("GATEWAY_URL"\)/, entry.name);
+    const header = source.slice(0, source.search(/^import /m));
+    assert.match(header, /GATEWAY_URL/, `${entry.name} says so before its code`);
+    // The port appears only as the documented default of GATEWAY_URL.
+    const hardCoded = source.split("\n").filter((line) =>
+      /:8000/.test(line) && !/GATEWAY_URL|default/.test(line)
+    );
+    assert.deepEqual(hardCoded, [], entry.name);
+  }
+});
