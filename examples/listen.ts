@@ -51,11 +51,10 @@ socket.onmessage = (event) => {
     );
   }
 };
+const stop = () => socket.close(1000);
+Deno.addSignalListener("SIGINT", stop);
 socket.onclose = (event) => {
   clearInterval(heartbeat);
+  Deno.removeSignalListener("SIGINT", stop); // nothing left to wait for: the program ends
   console.error(`closed: ${event.code} ${event.reason}`);
 };
-Deno.addSignalListener("SIGINT", () => {
-  clearInterval(heartbeat);
-  socket.close(1000);
-});
