@@ -17,6 +17,9 @@
  * | manual | after disconnect()                | nothing is maintained                                 |
  * | any    | back to foreground before deadline| the deadline is cancelled                             |
  * | any    | nothing received for idle timeout | closed (`idle_timeout`), see `idleCheck`              |
+ * | any    | a new connection of the session   | the old one is closed (`replaced`); the new one takes |
+ * |        |                                   | over the session, its window included                 |
+ * | any    | logout                            | closed (`logged_out`), whatever was due               |
  */
 import type {
   AppState,
@@ -49,7 +52,13 @@ export interface SessionLiveness {
 }
 
 export type LivenessEvent =
-  /** The session's socket completed its handshake (a new one replaces any older socket). */
+  /**
+   * A new socket of the session completed its handshake and is about to take the session over:
+   * the connection the session holds, if any, is replaced. Comes before that socket's
+   * `connected`.
+   */
+  | { type: "replaced" }
+  /** The session's socket completed its handshake (after `replaced`, when it had one). */
   | { type: "connected"; appState: AppState; backgroundService: boolean }
   /** The client reported foreground/background (and whether the background service is on). */
   | { type: "app_state"; appState: AppState; backgroundService: boolean }
@@ -63,10 +72,15 @@ export type LivenessEvent =
   /** The socket went away (network loss, client close) or the server closed it for a reason. */
   | { type: "closed"; reason: DisconnectReason }
   /** The alarm armed for `state.deadline` fired. */
-  | { type: "deadline" };
+  | { type: "deadline" }
+  /** The session ends (logout); it takes no event after this one. */
+  | { type: "logout" };
 
 export type Decision =
-  /** Close the session's socket with this reason (its close code is in the contract). */
+  /**
+   * Close the session's socket with this reason (its close code is in the contract). For
+   * `replaced` that is the old socket: the session stays connected, through the new one.
+   */
   | { kind: "close"; reason: CloseReason }
   /** Refuse the call with this error; nothing changed. */
   | { kind: "reject"; errorCode: ErrorCode }
@@ -104,10 +118,12 @@ export function step(
   config: LivenessConfig,
 ): StepResult {
   // A deadline is exact: whatever arrives at or after it finds the connection already over,
-  // even when the alarm itself has not run yet (event-loop lag, the wheel's tick).
+  // even when the alarm itself has not run yet (event-loop lag, the wheel's tick). Except a
+  // logout: the client is told of the call it made (the SPEC leaves open which of two closes
+  // in the same instant it hears of).
   if (
-    event.type !== "closed" && state.connected && state.deadline !== null &&
-    state.deadlineReason !== null && now >= state.deadline
+    state.connected && state.deadline !== null && state.deadlineReason !== null &&
+    now >= state.deadline && event.type !== "closed" && event.type !== "logout"
   ) {
     const closed = close(state, state.deadlineReason, now);
     if (event.type === "ping" || event.type === "app_state" || event.type === "disconnect") {
@@ -116,6 +132,14 @@ export function step(
     return closed;
   }
   switch (event.type) {
+    case "replaced":
+      // SPEC §4: "A second connection of the same session replaces the first". Only the old
+      // socket goes: the session keeps its connection and its running window (see
+      // `connected`), so a new socket neither ends the window nor buys more time, and the
+      // user does not go offline in between.
+      if (!state.connected) return { state, decisions: none };
+      return { state, decisions: [{ kind: "close", reason: "replaced" }] };
+
     case "connected":
       return enterAppState(
         { ...state, connected: true },
@@ -155,6 +179,10 @@ export function step(
         return { state, decisions: [{ kind: "schedule", at: state.deadline }] };
       }
       return close(state, state.deadlineReason, now);
+
+    case "logout":
+      if (!state.connected) return { state, decisions: none };
+      return close(state, "logged_out", now);
   }
 }
 

@@ -4,11 +4,26 @@
  * WebSocket handshake that logs in (`connect` with `login`).
  */
 import type { LoginBody, LoginReply } from "../contract/mod.ts";
-import { authTokenHash, constantTimeEqual } from "./credential.ts";
+import { appOf } from "./apps.ts";
+import type { Clock } from "./clock.ts";
+import type { AppConfig, GatewayConfig } from "./config.ts";
+import { authTokenHash, constantTimeEqual, type CredentialSigner } from "./credential.ts";
 import { GatewayError } from "./errors.ts";
-import { appOf } from "./routes/auth.ts";
-import type { GatewayServices } from "./services.ts";
-import type { LiveSession, UserState } from "./user_state.ts";
+import type { GatewayStore } from "./store/types.ts";
+import type { LiveSession, UserState, UserStates } from "./user_state.ts";
+
+/**
+ * What a login reads and writes. `GatewayServices` provides it; naming only these keeps login
+ * below the services bag, which holds the connection context that calls login.
+ */
+export interface LoginServices {
+  apps: ReadonlyMap<string, AppConfig>;
+  store: GatewayStore;
+  users: UserStates;
+  signer: CredentialSigner;
+  clock: Clock;
+  config: Pick<GatewayConfig, "sessionTtlMs">;
+}
 
 export interface LoginResult {
   user: UserState;
@@ -18,12 +33,12 @@ export interface LoginResult {
 
 /** Throws a GatewayError with the contract's code when the login is refused. */
 export async function login(
-  services: GatewayServices,
+  services: LoginServices,
   appId: string,
   body: LoginBody,
 ): Promise<LoginResult> {
-  const { store, users, signer, clock, config } = services;
-  const app = appOf(services, appId);
+  const { apps, store, users, signer, clock, config } = services;
+  const app = appOf(apps, appId);
   let uid: string;
   if ("authToken" in body) {
     const token = await store.getAuthToken(authTokenHash(body.authToken));

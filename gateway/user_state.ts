@@ -284,19 +284,15 @@ export class UserState {
     return session;
   }
 
-  /** Ends a session (logout): closes its socket and forgets it. */
+  /** Ends a session (logout): the engine closes its connection, then the session is forgotten. */
   endSession(sessionId: string): boolean {
     const session = this.#sessions.get(sessionId);
     if (session === undefined) return false;
-    this.#runtime.alarms.cancel(session);
-    const socket = session.socket;
-    session.socket = null;
-    this.#setLiveness(session, { ...session.liveness, connected: false });
+    this.#run(session, { type: "logout" }, this.#runtime.clock.now());
     this.#sessions.delete(sessionId);
     this.#dirtySessions.delete(sessionId);
     this.#deletedSessions.add(sessionId);
     this.#markDirty();
-    socket?.close("logged_out");
     return true;
   }
 
@@ -312,11 +308,12 @@ export class UserState {
   ): CallResult {
     const session = this.#sessions.get(sessionId);
     if (session === undefined) return { ok: false, errorCode: "AUTH_ERR_AUTH_TOKEN_NOT_FOUND" };
-    this.#runDueDeadline(session, this.#runtime.clock.now());
-    const previous = session.socket;
+    const now = this.#runtime.clock.now();
+    this.#runDueDeadline(session, now);
+    // While the old socket is still the session's: the engine's close for `replaced` is its.
+    if (session.socket !== socket) this.#run(session, { type: "replaced" }, now);
     session.socket = socket;
-    if (previous !== null && previous !== socket) previous.close("replaced");
-    return this.#apply(session, { type: "connected", appState, backgroundService });
+    return this.#apply(session, { type: "connected", appState, backgroundService }, now);
   }
 
   /**
@@ -328,7 +325,7 @@ export class UserState {
     // A late close of a replaced socket must not touch the session its successor now holds.
     if (session === undefined || session.socket !== socket) return;
     session.socket = null;
-    this.#apply(session, { type: "closed", reason });
+    this.#run(session, { type: "closed", reason }, this.#runtime.clock.now());
   }
 
   /**
@@ -390,7 +387,7 @@ export class UserState {
     if (this.#sessions.get(session.sessionId) !== session) return;
     const deadline = session.liveness.deadline;
     const now = this.#runtime.clock.now();
-    this.#apply(session, { type: "deadline" }, now);
+    this.#run(session, { type: "deadline" }, now);
     if (deadline !== null && !session.liveness.connected) {
       this.#runtime.observer.deadlineFired?.(now - deadline);
     }
@@ -518,15 +515,38 @@ export class UserState {
   #runDueDeadline(session: LiveSession, now: number): void {
     const deadline = session.liveness.deadline;
     if (!session.liveness.connected || deadline === null || now < deadline) return;
-    this.#apply(session, { type: "deadline" }, now);
+    this.#run(session, { type: "deadline" }, now);
     this.#runtime.observer.deadlineFired?.(now - deadline);
   }
 
-  #apply(
-    session: LiveSession,
-    event: LivenessEvent,
-    now = this.#runtime.clock.now(),
-  ): CallResult {
+  /**
+   * Runs an event through the engine for a caller that answers with it: the error, or the
+   * session and, when the answer announces a deadline the store does not cover yet, the write
+   * to wait for.
+   */
+  #apply(session: LiveSession, event: LivenessEvent, now: number): CallResult {
+    const rejected = this.#run(session, event, now);
+    if (rejected !== null) return { ok: false, errorCode: rejected };
+    const runtime = this.#runtime;
+    const state = session.liveness;
+    const deadline = state.deadline;
+    const margin = state.deadlineReason === "liveness_timeout" ? runtime.deadlineBoundMs : 0;
+    if (
+      deadline !== null &&
+      (session.durableBound === null || deadline > session.durableBound ||
+        session.durableBound > deadline + margin)
+    ) {
+      return { ok: true, session, durable: runtime.durable() };
+    }
+    return { ok: true, session };
+  }
+
+  /**
+   * Runs an event through the engine and applies its decisions to the socket, the alarm and
+   * the store; returns the error code of a refused call. (Callers that answer nobody use this
+   * directly: a `durable` promise nobody awaits would reject unheard at shutdown.)
+   */
+  #run(session: LiveSession, event: LivenessEvent, now: number): ErrorCode | null {
     const runtime = this.#runtime;
     const before = session.liveness;
     const { state, decisions } = step(before, event, now, runtime.config);
@@ -556,17 +576,7 @@ export class UserState {
       // A ping that only moves the deadline inside the bound on disk writes nothing.
       if (boundMoved || !onlyDeadlineMoved(before, state)) this.#markSession(session.sessionId);
     }
-    if (rejected !== null) return { ok: false, errorCode: rejected };
-    const deadline = state.deadline;
-    const margin = state.deadlineReason === "liveness_timeout" ? runtime.deadlineBoundMs : 0;
-    if (
-      deadline !== null &&
-      (session.durableBound === null || deadline > session.durableBound ||
-        session.durableBound > deadline + margin)
-    ) {
-      return { ok: true, session, durable: runtime.durable() };
-    }
-    return { ok: true, session };
+    return rejected;
   }
 
   /**

@@ -215,6 +215,34 @@ Deno.test("a second connection of a session replaces the first (4005); two sessi
   assert.equal((await status(gateway, a.credential)).status, "connected");
 });
 
+Deno.test("a replacement inside a background window keeps its deadline (4005, then 4002) and the user online", async () => {
+  await using gateway = await startTestGateway();
+  const { credential } = await login(gateway, "auto", "superhero3");
+  const { socket: first } = await TestSocket.connect(gateway, credential);
+  first.send({ type: "app_state", state: "background", backgroundService: true });
+  const deadline = (await first.next("state")).backgroundDeadline!;
+  await delay(WINDOW * 0.5);
+  // Auto mode: a ping cannot extend the window, and neither can a new socket.
+  const { socket: second, connected } = await TestSocket.connect(gateway, credential, {
+    appState: "background",
+    backgroundService: true,
+  });
+  assert.equal(connected.backgroundDeadline, deadline, "the new socket took over the window");
+  await expectClose(first, "replaced");
+  const presence = await gateway.rest.server.getPresence({
+    params: { appId: DEV_APP.appId, uid: "superhero3" },
+    headers: API_KEY,
+  });
+  assert.equal(presence.status, 200);
+  assert.equal((presence.body as { online: boolean }).online, true, "no offline in between");
+  const view = await status(gateway, credential);
+  assert.equal(view.status, "connected");
+  assert.equal(view.backgroundDeadline, deadline);
+  const { at } = await expectClose(second, "background_timeout");
+  assert.ok(at >= deadline, `closed ${deadline - at} ms early`);
+  assert.ok(at < deadline + WINDOW * 0.5, "the window did not restart at the replacement");
+});
+
 Deno.test("dead peer: a connection that sends nothing is closed after the idle timeout (4004)", async () => {
   await using gateway = await startTestGateway({ idleTimeoutMs: 600 });
   const { credential } = await login(gateway, "auto");
@@ -239,6 +267,34 @@ Deno.test("logout closes the socket (4006) and revokes the credential", async ()
   });
   assert.equal(after.status, 401);
   assert.equal((after.body as { errorCode: string }).errorCode, "AUTH_ERR_AUTH_TOKEN_NOT_FOUND");
+});
+
+Deno.test("logout inside a background window closes as logged_out (4006), not at the deadline, and the user goes offline", async () => {
+  await using gateway = await startTestGateway();
+  const { credential } = await login(gateway, "manual", "superhero3");
+  const { socket } = await TestSocket.connect(gateway, credential);
+  socket.send({ type: "app_state", state: "background" });
+  const deadline = (await socket.next("state")).backgroundDeadline!;
+  const res = await gateway.rest.session.logout({
+    headers: { authorization: `Bearer ${credential}` },
+  });
+  assert.equal(res.status, 200);
+  const { at } = await expectClose(socket, "logged_out");
+  assert.ok(at < deadline, "closed by the logout, not by the window");
+  const presence = await gateway.rest.server.getPresence({
+    params: { appId: DEV_APP.appId, uid: "superhero3" },
+    headers: API_KEY,
+  });
+  assert.equal(presence.status, 200);
+  if (presence.status !== 200) return;
+  assert.equal(presence.body.online, false);
+  assert.ok(presence.body.lastSeenAt !== null && presence.body.lastSeenAt <= at);
+  const sessions = await gateway.rest.server.getSessions({
+    params: { appId: DEV_APP.appId, uid: "superhero3" },
+    headers: API_KEY,
+  });
+  assert.equal(sessions.status, 200);
+  if (sessions.status === 200) assert.equal(sessions.body.sessions.length, 0, "session ended");
 });
 
 Deno.test("presence: online while a session is connected, offline with lastSeenAt after the deadline", async () => {

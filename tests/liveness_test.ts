@@ -79,6 +79,8 @@ const toForeground: LivenessEvent = {
 const appPing: LivenessEvent = { type: "ping", source: "app" };
 const httpPing: LivenessEvent = { type: "ping", source: "http" };
 const heartbeat: LivenessEvent = { type: "ping", source: "heartbeat" };
+const replaced: LivenessEvent = { type: "replaced" };
+const logout: LivenessEvent = { type: "logout" };
 
 interface Row {
   name: string;
@@ -278,11 +280,98 @@ const rows: Row[] = [
     connected: false,
   },
   {
-    name: "replacement: a new socket in background keeps the running window",
+    name: "replacement: the old socket closes (replaced); a new one in background keeps the window",
     mode: "manual",
-    events: [[T0, connect()], [T0, toBackground()], [T0 + 10_000, connect("background")]],
+    events: [
+      [T0, connect()],
+      [T0, toBackground()],
+      [T0 + 10_000, replaced],
+      [T0 + 10_000, connect("background")],
+    ],
+    until: T0 + 10 * W,
+    closes: [
+      { at: T0 + 10_000, reason: "replaced" },
+      { at: T0 + W, reason: "liveness_timeout" },
+    ],
+    connected: false,
+  },
+  {
+    name: "replacement: a new socket does not buy an auto-mode window more time",
+    mode: "auto",
+    events: [
+      [T0, connect()],
+      [T0, toBackground(true)],
+      [T0 + W - 1, replaced],
+      [T0 + W - 1, connect("background", true)],
+    ],
+    until: T0 + 10 * W,
+    closes: [
+      { at: T0 + W - 1, reason: "replaced" },
+      { at: T0 + W, reason: "background_timeout" },
+    ],
+    connected: false,
+  },
+  {
+    name: "replacement: a new socket in foreground cancels the window",
+    mode: "manual",
+    events: [[T0, connect()], [T0, toBackground()], [T0 + 10, replaced], [T0 + 10, connect()]],
+    until: T0 + 10 * W,
+    closes: [{ at: T0 + 10, reason: "replaced" }],
+    connected: true,
+  },
+  {
+    name:
+      "replacement at the deadline: the old connection was over already (its deadline's reason)",
+    mode: "manual",
+    events: [[T0, connect()], [T0, toBackground()], [T0 + W, replaced], [T0 + W, connect()]],
     until: T0 + 10 * W,
     closes: [{ at: T0 + W, reason: "liveness_timeout" }],
+    connected: true,
+  },
+  {
+    name: "replacement of a session without a connection closes nothing",
+    mode: "auto",
+    events: [[T0, replaced], [T0, connect()], [T0 + 10, {
+      type: "closed",
+      reason: "connection_lost",
+    }], [
+      T0 + 20,
+      replaced,
+    ]],
+    until: T0 + 10 * W,
+    closes: [],
+    connected: false,
+  },
+  {
+    name: "logout in foreground: closed (logged_out)",
+    mode: "auto",
+    events: [[T0, connect()], [T0 + 100, logout]],
+    until: T0 + 10 * W,
+    closes: [{ at: T0 + 100, reason: "logged_out" }],
+    connected: false,
+  },
+  {
+    name: "logout in a background window: closed (logged_out); the deadline is cancelled",
+    mode: "manual",
+    events: [[T0, connect()], [T0, toBackground()], [T0 + 100, logout]],
+    until: T0 + 10 * W,
+    closes: [{ at: T0 + 100, reason: "logged_out" }],
+    connected: false,
+  },
+  {
+    name: "logout exactly at the deadline, before its alarm ran: the client hears of its logout",
+    mode: "auto",
+    events: [[T0, connect()], [T0, toBackground(true)], [T0 + W, logout]],
+    until: T0 + 10 * W,
+    closes: [{ at: T0 + W, reason: "logged_out" }],
+    connected: false,
+  },
+  {
+    name: "logout without a connection closes nothing",
+    mode: "manual",
+    events: [[T0, connect()], [T0 + 10, { type: "disconnect" }], [T0 + 20, logout]],
+    until: T0 + 10 * W,
+    closes: [{ at: T0 + 10, reason: "client_disconnect" }],
     connected: false,
   },
   {
@@ -396,4 +485,38 @@ Deno.test("engine: pings within one millisecond leave the state as it is (nothin
     config,
   );
   assert.deepEqual(heartbeatInForeground.decisions, []);
+});
+
+Deno.test("engine: a replacement closes only the old socket; the session's state is untouched", () => {
+  let s = step(initialLiveness("manual"), connect(), T0, config).state;
+  s = step(s, toBackground(), T0, config).state;
+  const result = step(s, replaced, T0 + 10, config);
+  assert.deepEqual(result.decisions, [{ kind: "close", reason: "replaced" }]);
+  // The same object: still connected (the user stays online), the alarm stays armed, and there
+  // is nothing to write.
+  assert.equal(result.state, s);
+  const idle = initialLiveness("auto");
+  assert.deepEqual(step(idle, replaced, T0, config), { state: idle, decisions: [] });
+});
+
+Deno.test("engine: a logout closes as logged_out and cancels the alarm of a running window", () => {
+  let s = step(initialLiveness("auto"), connect(), T0, config).state;
+  s = step(s, toBackground(true), T0, config).state;
+  for (const at of [T0 + 10, T0 + W, T0 + W + 1]) {
+    const result = step(s, logout, at, config);
+    assert.deepEqual(result.decisions, [{ kind: "close", reason: "logged_out" }, {
+      kind: "cancel",
+    }]);
+    assert.equal(result.state.connected, false);
+    assert.equal(result.state.deadline, null);
+    assert.equal(result.state.lastDisconnectReason, "logged_out");
+    assert.equal(result.state.lastDisconnectAt, at);
+  }
+  const foreground = step(initialLiveness("manual"), connect(), T0, config).state;
+  assert.deepEqual(step(foreground, logout, T0 + 5, config).decisions, [{
+    kind: "close",
+    reason: "logged_out",
+  }]);
+  const idle = initialLiveness("manual");
+  assert.deepEqual(step(idle, logout, T0, config), { state: idle, decisions: [] });
 });

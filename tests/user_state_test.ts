@@ -118,6 +118,30 @@ Deno.test("user state: a late close of a replaced socket does not touch its succ
   assert.equal(user.online, true);
 });
 
+Deno.test("user state: a logout in a background window closes as logged_out and disarms its alarm", async () => {
+  await using env = await setup();
+  const { clock, users } = env;
+  const user = await users.get("demo", "u1");
+  user.createSession("s1", "manual");
+  const socket = new FakeSocket(clock);
+  user.attach("s1", socket, "foreground", false);
+  assert.equal(
+    user.call("s1", { type: "app_state", appState: "background", backgroundService: false }).ok,
+    true,
+  );
+  assert.equal(users.runtime.alarms.size, 1);
+  clock.advance(1_000);
+  assert.equal(user.endSession("s1"), true);
+  assert.deepEqual(socket.closes, [{ reason: "logged_out", at: clock.now() }]);
+  assert.equal(users.runtime.alarms.size, 0, "nothing is left to fire for an ended session");
+  assert.equal(user.online, false);
+  assert.equal(user.lastSeenAt, clock.now());
+  assert.equal(user.session("s1"), undefined);
+  clock.advance(2 * DEFAULTS.livenessWindowMs);
+  assert.equal(socket.closes.length, 1);
+  assert.equal(user.endSession("s1"), false);
+});
+
 Deno.test("user state: changes are group-committed; heartbeats write nothing", async () => {
   await using env = await setup();
   const { clock, users, store } = env;

@@ -1,16 +1,11 @@
 /** Authentication of HTTP calls: the app, its server API key, and session credentials. */
 import type { Context } from "hono";
+import { appOf } from "../apps.ts";
 import type { AppConfig } from "../config.ts";
 import { constantTimeEqual } from "../credential.ts";
 import { GatewayError } from "../errors.ts";
 import type { GatewayEnv, GatewayServices } from "../services.ts";
 import type { LiveSession, UserState } from "../user_state.ts";
-
-export function appOf(services: GatewayServices, appId: string): AppConfig {
-  const app = services.apps.get(appId);
-  if (app === undefined) throw new GatewayError("ERR_INVALID_APP_ID", `No app '${appId}' exists.`);
-  return app;
-}
 
 /** The app of a server API call, after checking its `apikey` header. */
 export function serverApp(
@@ -18,7 +13,7 @@ export function serverApp(
   c: Context<GatewayEnv>,
   appId: string,
 ): AppConfig {
-  const app = appOf(services, appId);
+  const app = appOf(services.apps, appId);
   const given = c.req.header("apikey");
   if (given === undefined || !constantTimeEqual(given, app.apiKey)) {
     throw new GatewayError("ERR_INVALID_API_KEY");

@@ -1,11 +1,12 @@
 /** The client's calls: init, login, and the session routes (logout, ping, disconnect, status). */
 import { contract, WEBSOCKET_PATH } from "../../contract/mod.ts";
+import { appOf } from "../apps.ts";
 import { timingOf } from "../config.ts";
 import { GatewayError } from "../errors.ts";
 import { login } from "../login.ts";
 import type { GatewayServices } from "../services.ts";
 import type { UserState } from "../user_state.ts";
-import { appOf, sessionOf } from "./auth.ts";
+import { sessionOf } from "./auth.ts";
 import { implement, type ImplementedRoute } from "./define.ts";
 
 export function clientRoutes(services: GatewayServices): ImplementedRoute[] {
@@ -13,7 +14,7 @@ export function clientRoutes(services: GatewayServices): ImplementedRoute[] {
 
   return [
     implement(contract.init, async ({ params, body }) => {
-      const app = appOf(services, params.appId);
+      const app = appOf(services.apps, params.appId);
       if (body.region.toLowerCase() !== app.region.toLowerCase()) {
         throw new GatewayError(
           "ERR_INVALID_REGION",
