@@ -7,6 +7,7 @@ import {
   AppConfigSchema,
   CONFIG_RULES,
   describeEnvironment,
+  DEV_APP,
   type EnvVarDoc,
   RESOLUTION_NOTES,
 } from "./config.ts";
@@ -23,12 +24,29 @@ export function renderConfigDocs(): string {
     "",
     ...wrap(
       "The gateway reads its configuration from environment variables, plus the `--dev` flag " +
-        "of `gateway/main.ts`, which adds a labelled development app whose keys are public. An " +
+        "of `gateway/main.ts` (below). An " +
         "empty variable counts as unset. Every value is checked at start-up: a bad one stops " +
         "the process with exit code 2 and a message that names the variable and what to fix.",
     ),
     "",
     ...wrap(`Apps come from APPS_FILE or APPS_JSON: a JSON array of objects with ${appFields}.`),
+    "",
+    ...wrap(
+      "Most deployments set SESSION_SECRET, APPS_FILE or APPS_JSON, PORT, HOST, KV_PATH and " +
+        "LOG_LEVEL; behind a reverse proxy, also the per-address limits, since every client " +
+        "then has the proxy's address ([security.md](security.md#limits) says what each limit " +
+        "protects). " +
+        "Running the gateway: [operations.md](operations.md).",
+    ),
+    "",
+    ...wrap(
+      `\`--dev\` (what \`deno task serve\` passes) adds the development app \`${DEV_APP.appId}\` ` +
+        `(region \`${DEV_APP.region}\`) with public, labelled keys and ` +
+        `${DEV_APP.seedUsers?.length ?? 0} seeded users, signs with a labelled development ` +
+        "session secret, and binds 127.0.0.1 unless HOST is set. Never run `--dev` in " +
+        "production: set SESSION_SECRET and your apps instead. The gateway refuses to sign " +
+        "any other app's credentials with the public development secret.",
+    ),
     "",
     ...markdownTable(
       ["variable", "default", "meaning"],
