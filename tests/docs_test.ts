@@ -355,6 +355,7 @@ Deno.test("README.md and docs/: every relative link points to a file, and every 
 const OTHER_NAMES = new Set([
   "RUN_SLOW", // switches on the slow test group
   "NODE_BIN", // the Node the bundle test runs
+  "GATEWAY_URL", // where the examples find the gateway
   "EMFILE", // an errno
   "SIGTERM",
   "SIGINT",

@@ -67,3 +67,9 @@ Deno.test("examples say that they read GATEWAY_URL", async () => {
     assert.deepEqual(hardCoded, [], entry.name);
   }
 });
+
+Deno.test("docs/client.md shows examples/quickstart.ts as it is", async () => {
+  const guide = await Deno.readTextFile(new URL("../docs/client.md", import.meta.url));
+  const source = await Deno.readTextFile(new URL("../examples/quickstart.ts", import.meta.url));
+  assert.ok(guide.includes("```ts\n" + source + "```\n"), "the quick start block drifted");
+});
