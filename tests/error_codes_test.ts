@@ -85,7 +85,8 @@ Deno.test("ERR_BAD_REQUEST: validation lists path + message; non-JSON and empty 
   );
   const issues = (body.details as { issues: Array<{ path: string; message: string }> }).issues;
   const paths = issues.map((i) => i.path).sort();
-  assert.deepEqual(paths, ["", "region", "subscriptionType"]);
+  // An unknown field is named at its own path, not at the object's.
+  assert.deepEqual(paths, ["extra", "region", "subscriptionType"]);
   for (const issue of issues) assert.equal(typeof issue.message, "string");
   await expectHttpError(post(gateway, "/v1/apps/demo/init", "{not json"), "ERR_BAD_REQUEST");
   await expectHttpError(post(gateway, "/v1/apps/demo/init", ""), "ERR_BAD_REQUEST");
