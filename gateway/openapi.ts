@@ -112,7 +112,8 @@ export function buildOpenApiDocument(): Record<string, unknown> {
     summary: "Open the session's WebSocket (frames: ClientFrame in, ServerFrame out)",
     description: "Authenticate with `?credential=<session credential>` or the sub-protocols " +
       "`liveness.v1, cred.<credential>`. The first frame must be `connect`. " +
-      `Close codes: ${closeCodes}.`,
+      `Close codes: ${closeCodes}. The whole protocol (every frame, with schemas and ` +
+      "examples): [/docs/asyncapi](/docs/asyncapi), AsyncAPI 3.0 at `/asyncapi.json`.",
     responses: { 101: { description: "Switching Protocols" } },
   });
   return docs.getOpenAPI31Document({
