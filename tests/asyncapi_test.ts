@@ -260,7 +260,7 @@ Deno.test({
       assert.ok(seen.messageIds.includes(`message-${type}`), `message ${type} is shown`);
     }
     assert.match(seen.text, /Liveness gateway — WebSocket protocol/);
-    assert.match(seen.text, /FROM CLIENT ⇄/);
+    assert.match(seen.text, /FROM\sCLIENT\s⇄/);
     assert.match(seen.text, /liveness_timeout/);
     assert.ok(seen.docsLinks.includes("/docs/asyncapi"), "/docs links to the AsyncAPI page");
     assert.ok((await Deno.stat(screenshot)).size > 10_000, "a screenshot was taken");

@@ -33,14 +33,15 @@ const page = `<!doctype html>
 </html>`;
 
 // The document describes the gateway (it receives the client's frames, sends its own): the
-// labels say which way each operation goes, for a reader who writes the client.
+// labels say which way each operation goes, for a reader who writes the client. (No-break
+// spaces: a label stays on one line in the narrow sidebar.)
 const init = `AsyncApiStandalone.render({
   schema: { url: "/asyncapi.json", options: { method: "GET" } },
   config: {
     show: { sidebar: true },
-    receiveLabel: "FROM CLIENT",
-    replyLabel: "FROM CLIENT ⇄",
-    sendLabel: "TO CLIENT",
+    receiveLabel: "FROM\\u00a0CLIENT",
+    replyLabel: "FROM\\u00a0CLIENT\\u00a0⇄",
+    sendLabel: "TO\\u00a0CLIENT",
   },
 }, document.getElementById("asyncapi"));`;
 

@@ -22,7 +22,7 @@ const browser = await chromium.launch({
   ],
 });
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
   const errors: string[] = [];
   const offSite: string[] = [];
   page.on("pageerror", (e) => errors.push(String(e)));
@@ -48,7 +48,7 @@ try {
   const messageIds = await page.locator("[id^='message-']").evaluateAll((nodes) =>
     nodes.map((n) => n.id)
   );
-  await page.screenshot({ path: screenshotPath, fullPage: true });
+  await page.screenshot({ path: screenshotPath });
   // Only the AsyncAPI page's errors: the Swagger UI page is checked by its own tests.
   const asyncApiErrors = [...errors];
 
