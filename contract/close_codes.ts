@@ -5,45 +5,54 @@
 import { z } from "zod";
 
 export const closeCodeTable = {
-  /** Auto mode went to background without the background service: closed at once. */
   background: 4001,
-  /** Auto mode in background with the background service: one window, then closed. */
   background_timeout: 4002,
-  /** Manual mode in background: no ping within the window. */
   liveness_timeout: 4003,
-  /** Nothing received (not even a heartbeat) for the idle timeout: a dead peer. */
   idle_timeout: 4004,
-  /** A newer connection of the same session took over. */
   replaced: 4005,
-  /** The session logged out. */
   logged_out: 4006,
-  /** The credential is unknown, revoked or expired, or the handshake was not completed. */
   unauthorized: 4007,
-  /** The connection exceeded its frame budget. */
   rate_limited: 4008,
-  /**
-   * The connection did not read its frames: more than the outbound buffer limit was waiting
-   * to be sent to it. The client reconnects; the gateway does not buffer without bound.
-   */
   slow_consumer: 4009,
-  /** The socket did not send its `connect` frame within the handshake timeout. */
   handshake_timeout: 4010,
-  /** Manual mode: the app called disconnect(). A normal close. */
   client_disconnect: 1000,
-  /** A frame over the size limit (the standard "message too big" code), refused from its header. */
   payload_too_large: 1009,
-  /**
-   * A frame broke the WebSocket protocol itself (RFC 6455): an unknown opcode, an unmasked
-   * client frame, a fragmented control frame, reserved bits set. The standard code.
-   */
   protocol_error: 1002,
-  /** A text frame was not valid UTF-8 (the standard code). */
   invalid_utf8: 1007,
-  /** A message came in more fragments than the WebSocket layer keeps (policy violation). */
   too_many_fragments: 1008,
-  /** The gateway is shutting down or restarting; reconnect later. */
   server_shutdown: 1012,
 } as const;
+
+/**
+ * What each reason means, next to its code. A runtime map (not JSDoc) so that generated docs
+ * (the AsyncAPI document) can list it; a map of its own so that `closeCodeTable[reason]` stays
+ * a plain number for its many readers.
+ */
+export const closeReasonDescriptions: Readonly<Record<CloseReason, string>> = {
+  background: "Auto mode went to background without the background service: closed at once.",
+  background_timeout:
+    "Auto mode in background with the background service: one window, then closed.",
+  liveness_timeout: "Manual mode in background: no ping within the window.",
+  idle_timeout: "Nothing received (not even a heartbeat) for the idle timeout: a dead peer.",
+  replaced: "A newer connection of the same session took over.",
+  logged_out: "The session logged out.",
+  unauthorized:
+    "The credential is unknown, revoked or expired, or the handshake was not completed.",
+  rate_limited: "The connection exceeded its frame budget.",
+  slow_consumer: "The connection did not read its frames: more than the outbound buffer limit " +
+    "was waiting to be sent to it. The client reconnects; the gateway does not buffer without " +
+    "bound.",
+  handshake_timeout: "The socket did not send its `connect` frame within the handshake timeout.",
+  client_disconnect: "Manual mode: the app called disconnect(). A normal close.",
+  payload_too_large:
+    'A frame over the size limit (the standard "message too big" code), refused from its header.',
+  protocol_error: "A frame broke the WebSocket protocol itself (RFC 6455): an unknown opcode, an " +
+    "unmasked client frame, a fragmented control frame, reserved bits set. The standard code.",
+  invalid_utf8: "A text frame was not valid UTF-8 (the standard code).",
+  too_many_fragments:
+    "A message came in more fragments than the WebSocket layer keeps (policy violation).",
+  server_shutdown: "The gateway is shutting down or restarting; reconnect later.",
+};
 
 export type CloseReason = keyof typeof closeCodeTable;
 export const closeReasons = Object.keys(closeCodeTable) as [CloseReason, ...CloseReason[]];

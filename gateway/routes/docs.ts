@@ -1,12 +1,14 @@
 /**
  * `/openapi.json` and the interactive docs at `/docs`. Swagger UI's assets are imported as
  * text from the npm package and served by the gateway itself, so the page works offline.
+ * The WebSocket protocol's page (AsyncAPI) is mounted with them: `./asyncapi_docs.ts`.
  */
 import type { Hono } from "hono";
 import swaggerCss from "swagger-ui-dist/swagger-ui.css" with { type: "text" };
 import swaggerBundle from "swagger-ui-dist/swagger-ui-bundle.js" with { type: "text" };
 import { buildOpenApiDocument } from "../openapi.ts";
 import type { GatewayEnv } from "../services.ts";
+import { ASYNCAPI_DOCS_PATH, mountAsyncApiDocs } from "./asyncapi_docs.ts";
 
 const page = `<!doctype html>
 <html lang="en">
@@ -16,6 +18,10 @@ const page = `<!doctype html>
   <link rel="stylesheet" href="/docs/swagger-ui.css">
 </head>
 <body>
+  <nav style="font: 14px sans-serif; padding: 8px 16px; border-bottom: 1px solid #ddd">
+    <strong>HTTP API (OpenAPI)</strong> ·
+    <a href="${ASYNCAPI_DOCS_PATH}">WebSocket protocol (AsyncAPI)</a>
+  </nav>
   <div id="swagger-ui"></div>
   <script src="/docs/swagger-ui-bundle.js"></script>
   <script src="/docs/init.js"></script>
@@ -48,4 +54,5 @@ export function mountDocs(app: Hono<GatewayEnv>): void {
     "/docs/init.js",
     (c) => c.body(init, 200, { "content-type": "text/javascript; charset=utf-8" }),
   );
+  mountAsyncApiDocs(app);
 }
