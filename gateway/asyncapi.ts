@@ -619,7 +619,7 @@ export function buildAsyncApiDocument(): JsonObject {
         protocol: "ws",
         title: "A gateway",
         description: [
-          "Plain `ws` as the gateway itself listens (`HOSTNAME`, `PORT`); `wss` behind a TLS",
+          "Plain `ws` as the gateway itself listens (`HOST`, `PORT`); `wss` behind a TLS",
           "proxy. Authenticate with the session credential from login, in the query or as a",
           `sub-protocol; or open the socket without one and log in inside the \`connect\` frame`,
           "(that one is part of the frame, not of the transport, so it is no security scheme).",

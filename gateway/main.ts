@@ -1,6 +1,6 @@
 /**
  * `deno task serve`: the gateway as a process. Configuration comes from the environment
- * (see config.ts / README); `--dev` adds the labelled development app.
+ * (gateway/config.ts, docs/configuration.md); `--dev` adds the labelled development app.
  */
 import { ConfigError, DEV_APP, ENV_VARS } from "./config.ts";
 import { startGateway } from "./server.ts";
@@ -20,6 +20,7 @@ try {
   const { url, config } = gateway;
   console.log(`liveness gateway listening on ${url}`);
   console.log(`  docs:      ${url}/docs   (OpenAPI: ${url}/openapi.json)`);
+  console.log(`  protocol:  ${url}/docs/asyncapi   (AsyncAPI: ${url}/asyncapi.json)`);
   console.log(`  websocket: ${url.replace(/^http/, "ws")}/v1/ws`);
   console.log(
     `  liveness window ${config.livenessWindowMs} ms, heartbeat ${config.heartbeatIntervalMs} ms, ` +
