@@ -15,6 +15,7 @@ const page = `<!doctype html>
 <head>
   <meta charset="utf-8">
   <title>Liveness gateway — API docs</title>
+  <link rel="icon" href="data:,">
   <link rel="stylesheet" href="/docs/swagger-ui.css">
 </head>
 <body>
