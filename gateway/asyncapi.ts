@@ -24,7 +24,7 @@ import {
   WS_CREDENTIAL_PROTOCOL_PREFIX,
   WS_PROTOCOL,
 } from "../contract/mod.ts";
-import { DEFAULTS, DEV_APP } from "./config.ts";
+import { DEFAULTS, DEV_APP, timingOf } from "./config.ts";
 
 type JsonObject = Record<string, unknown>;
 
@@ -67,12 +67,20 @@ const closeCode = (reason: keyof typeof closeCodeTable) =>
 const NOW = 1767225600000;
 const CREDENTIAL = "eyJhcHBJZCI6ImRlbW8iLCJ1aWQiOiJzdXBlcmhlcm8xIiwi….Q2hlY2tzdW0…";
 const SESSION_ID = "0b9e5c1e-6a8f-4d47-9a53-4f1e2a7c3d10";
-const TIMING = {
-  livenessWindowMs: DEFAULTS.livenessWindowMs,
-  heartbeatIntervalMs: DEFAULTS.heartbeatIntervalMs,
-  pongTimeoutMs: DEFAULTS.pongTimeoutMs,
-  idleTimeoutMs: DEFAULTS.idleTimeoutMs,
-};
+const TIMING = timingOf(DEFAULTS);
+/** `connected` in foreground, the answer most examples build on. */
+const CONNECTED = {
+  type: "connected",
+  id: 1,
+  sessionId: SESSION_ID,
+  uid: "superhero1",
+  mode: "auto",
+  appState: "foreground",
+  backgroundService: false,
+  backgroundDeadline: null,
+  serverTime: NOW,
+  timing: TIMING,
+} as const;
 
 /** Every client frame: a mapped type, so a frame added to the contract must be documented. */
 export const clientFrameDocs: { [T in ClientFrameType]: FrameDoc<ClientFrameInputOf<T>> } = {
@@ -207,33 +215,13 @@ export const serverFrameDocs: { [T in ServerFrameType]: FrameDoc<ServerFrameOf<T
       {
         name: "connected",
         summary: "Connected in foreground",
-        payload: {
-          type: "connected",
-          id: 1,
-          sessionId: SESSION_ID,
-          uid: "superhero1",
-          mode: "auto",
-          appState: "foreground",
-          backgroundService: false,
-          backgroundDeadline: null,
-          serverTime: NOW,
-          timing: TIMING,
-        },
+        payload: CONNECTED,
       },
       {
         name: "connectedAfterLogin",
         summary: "Connected by a `connect` frame that logged in",
         payload: {
-          type: "connected",
-          id: 1,
-          sessionId: SESSION_ID,
-          uid: "superhero1",
-          mode: "auto",
-          appState: "foreground",
-          backgroundService: false,
-          backgroundDeadline: null,
-          serverTime: NOW,
-          timing: TIMING,
+          ...CONNECTED,
           login: {
             user: { uid: "superhero1", name: "Superhero 1", createdAt: NOW - 86_400_000 },
             session: {

@@ -578,7 +578,12 @@ export function validate(config: GatewayConfig): void {
 }
 
 /** The timing block of the init reply and the `connected` frame. */
-export function timingOf(config: GatewayConfig) {
+export function timingOf(
+  config: Pick<
+    GatewayConfig,
+    "livenessWindowMs" | "heartbeatIntervalMs" | "pongTimeoutMs" | "idleTimeoutMs"
+  >,
+) {
   return {
     livenessWindowMs: config.livenessWindowMs,
     heartbeatIntervalMs: config.heartbeatIntervalMs,

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { DEV_APP } from "../gateway/config.ts";
-import { delay, freePort } from "./support/process.ts";
+import { collectLines, delay, freePort } from "./support/process.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -44,7 +44,10 @@ async function serve(
     stderr: "piped",
   }).spawn();
   const lines: string[] = [];
-  const drained = Promise.all([collect(child.stdout, lines), collect(child.stderr, lines)]);
+  const drained = Promise.all([
+    collectLines(child.stdout, lines),
+    collectLines(child.stderr, lines),
+  ]);
   const url = `http://127.0.0.1:${port}`;
   try {
     const deadline = Date.now() + 180_000; // an empty cache downloads every npm package first
@@ -139,15 +142,3 @@ Deno.test({
     }
   },
 });
-
-async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Promise<void> {
-  let rest = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    rest += chunk;
-    for (let i = rest.indexOf("\n"); i >= 0; i = rest.indexOf("\n")) {
-      into.push(rest.slice(0, i));
-      rest = rest.slice(i + 1);
-    }
-  }
-  if (rest !== "") into.push(rest);
-}

@@ -5,7 +5,7 @@
  * listener must print after the script ran.
  */
 import assert from "node:assert/strict";
-import { delay, GatewayProcess } from "./support/process.ts";
+import { collectLines, delay, GatewayProcess } from "./support/process.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const README = await Deno.readTextFile(new URL("../README.md", import.meta.url));
@@ -76,8 +76,8 @@ Deno.test("README: the tour runs as written (listener, curl, and the message fra
   }).spawn();
   const heard: string[] = [];
   const drained = Promise.all([
-    collect(listener.stdout, heard),
-    collect(listener.stderr, []),
+    collectLines(listener.stdout, heard),
+    collectLines(listener.stderr, []),
   ]);
   const hears = async (expected: string) => {
     const pattern = answerPattern(expected);
@@ -129,15 +129,3 @@ Deno.test("README: the tour runs as written (listener, curl, and the message fra
     assert.equal(status.code, 0, "Ctrl-C stops the listener cleanly");
   }
 });
-
-async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Promise<void> {
-  let rest = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    rest += chunk;
-    for (let i = rest.indexOf("\n"); i >= 0; i = rest.indexOf("\n")) {
-      into.push(rest.slice(0, i));
-      rest = rest.slice(i + 1);
-    }
-  }
-  if (rest !== "") into.push(rest);
-}

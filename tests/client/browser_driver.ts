@@ -5,7 +5,7 @@
  * Usage: `deno run -A tests/client/browser_driver.ts <page url> <window ms>`; prints one JSON
  * line with what the page saw.
  */
-import { chromium } from "playwright-core";
+import { launchChromium } from "../support/chromium.ts";
 
 const [pageUrl, windowArg] = Deno.args;
 const windowMs = Number(windowArg);
@@ -21,19 +21,7 @@ type PageGlobals = {
 };
 // The callbacks below run in the page (serialized), so each names its globals itself.
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage();
   const errors: string[] = [];

@@ -5,22 +5,11 @@
  * Usage: `deno run -A tests/support/docs_page_driver.ts <gateway url> <screenshot path>`;
  * prints one JSON line with what the pages showed.
  */
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.ts";
 
 const [gatewayUrl, screenshotPath] = Deno.args;
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
   const errors: string[] = [];

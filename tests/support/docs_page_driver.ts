@@ -6,14 +6,11 @@
  * Usage: `deno run -A tests/support/docs_page_driver.ts <gateway url> <credential> <screenshot>`;
  * prints one JSON line: the status and body the page shows, and the page's errors.
  */
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.ts";
 
 const [url, credential, screenshot] = Deno.args;
 
-const browser = await chromium.launch({
-  executablePath: "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1400 } });
   const errors: string[] = [];

@@ -113,7 +113,10 @@ export class GatewayProcess implements AsyncDisposable {
       stderr: "piped",
     }).spawn();
     const output: string[] = [];
-    const drained = Promise.all([collect(child.stdout, output), collect(child.stderr, output)]);
+    const drained = Promise.all([
+      collectLines(child.stdout, output),
+      collectLines(child.stderr, output),
+    ]);
     const proc = new GatewayProcess(child, port, kvPath, ownsDir, options, output, drained);
     await proc.#waitHealthy();
     return proc;
@@ -216,7 +219,11 @@ export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-async function collect(stream: ReadableStream<Uint8Array>, into: string[]): Promise<void> {
+/** Reads a process's output stream to its end, pushing each line into `into`. */
+export async function collectLines(
+  stream: ReadableStream<Uint8Array>,
+  into: string[],
+): Promise<void> {
   let rest = "";
   try {
     for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
