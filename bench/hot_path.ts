@@ -10,6 +10,7 @@ import { Connection, type ConnectionContext } from "../gateway/connection.ts";
 import { DeadlineWheel } from "../gateway/deadline_wheel.ts";
 import { KvStore } from "../gateway/store/kv.ts";
 import { createLogger } from "../gateway/log.ts";
+import { noRelays } from "../gateway/relays.ts";
 import { GatewayMetrics } from "../gateway/metrics.ts";
 import type { WireEvents, WireSocket } from "../gateway/transport/types.ts";
 import { UserStateRuntime, UserStates } from "../gateway/user_state.ts";
@@ -48,6 +49,9 @@ const ctx: ConnectionContext = {
   open: new Set(),
   timing: timingOf(config),
   login: () => Promise.reject(new Error("not used here")),
+  messaging: undefined as unknown as ConnectionContext["messaging"], // no sends on this path
+  relays: noRelays,
+  store: undefined as unknown as ConnectionContext["store"], // no resume on this path
   penalize: () => {},
 };
 new Connection(wire, ctx, { kind: "credential", user, sessionId: "s1" }, "127.0.0.1");

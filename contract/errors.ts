@@ -19,6 +19,16 @@ export const errorCatalog = {
   },
   ERR_UID_NOT_FOUND: { status: 404, description: "No user with this uid exists." },
   ERR_UID_ALREADY_EXISTS: { status: 409, description: "A user with this uid already exists." },
+  ERR_GUID_NOT_FOUND: { status: 404, description: "No group with this guid exists." },
+  ERR_GUID_ALREADY_EXISTS: { status: 409, description: "A group with this guid already exists." },
+  ERR_NOT_A_MEMBER: {
+    status: 403,
+    description: "Only a member of the group can send or type to it.",
+  },
+  ERR_GROUP_MEMBER_LIMIT: {
+    status: 409,
+    description: "The group would have more members than the limit.",
+  },
   NOT_INITIALIZED: { status: 400, description: "init() must be called first." },
   ERR_INVALID_AUTH_KEY: { status: 401, description: "The authKey is not valid for this app." },
   LOGIN_IN_PROGRESS: { status: 409, description: "A login is already under way." },

@@ -5,6 +5,15 @@
 import { z } from "zod";
 import { CloseReasonSchema } from "./close_codes.ts";
 import { ErrorCodeSchema } from "./errors.ts";
+import {
+  PresenceChangeSchema,
+  PresenceSubscriptionSchema,
+  StreamPositionSchema,
+  StreamStatusSchema,
+  TypingIndicatorSchema,
+  TypingTargetSchema,
+  UserSendSchema,
+} from "./events.ts";
 import { MessageSchema, SeqSchema } from "./messages.ts";
 import {
   AppIdSchema,
@@ -43,6 +52,13 @@ export const ConnectFrameSchema = z.object({
   backgroundService: z.boolean().default(false),
   /** Only on a socket opened without a credential: log in, then connect. */
   login: SocketLoginSchema.optional(),
+  /**
+   * The last stream position the client processed: the gateway replays what followed before
+   * any live event (`connected.stream` says whether it could).
+   */
+  resume: StreamPositionSchema.optional(),
+  /** Whose presence this connection receives; left out, none. */
+  presence: PresenceSubscriptionSchema.optional(),
 }).strict();
 
 /**
@@ -71,11 +87,38 @@ export const DisconnectFrameSchema = z.object({
   id: FrameId,
 }).strict();
 
+/**
+ * A message from the session's user to a user or a group. Answered by `sent` (also for a
+ * retry with the same `clientMessageId`, which creates nothing new) or by `error`.
+ */
+export const SendFrameSchema = UserSendSchema.extend({
+  type: z.literal("send"),
+  id: FrameId,
+}).strict();
+
+/**
+ * The user started typing to a user or a group: relayed to the receivers' connected sessions,
+ * never stored. It lasts the typing timeout (`timing.typingTimeoutMs`) after the last
+ * `start_typing`, unless `end_typing` ends it first. No reply unless refused.
+ */
+export const StartTypingFrameSchema = TypingTargetSchema.extend({
+  type: z.literal("start_typing"),
+  id: FrameId,
+}).strict();
+
+export const EndTypingFrameSchema = TypingTargetSchema.extend({
+  type: z.literal("end_typing"),
+  id: FrameId,
+}).strict();
+
 export const ClientFrameSchema = z.discriminatedUnion("type", [
   ConnectFrameSchema,
   PingFrameSchema,
   AppStateFrameSchema,
   DisconnectFrameSchema,
+  SendFrameSchema,
+  StartTypingFrameSchema,
+  EndTypingFrameSchema,
 ]).meta({ id: "ClientFrame" });
 export type ClientFrame = z.infer<typeof ClientFrameSchema>;
 export type ClientFrameOf<T extends ClientFrame["type"]> = Extract<ClientFrame, { type: T }>;
@@ -97,6 +140,8 @@ export const ConnectedFrameSchema = z.object({
   timing: TimingSchema,
   /** The login's reply (user, session credential) when the connect frame logged in. */
   login: LoginReplySchema.optional(),
+  /** The user's event stream: its position, and whether the `resume` position was recovered. */
+  stream: StreamStatusSchema,
 }).strict();
 
 export const PongFrameSchema = z.object({
@@ -132,11 +177,51 @@ export const ClosingFrameSchema = z.object({
   errorDescription: z.string(),
 }).strict();
 
-/** A message for this user; `seq` is its place in the user's event stream. */
+/**
+ * An event of this user's stream: a message to the user, to one of their groups, or one the
+ * user sent from another session. `seq` is its place in the user's stream; replayed events and
+ * live ones are the same frame.
+ */
 export const MessageFrameSchema = z.object({
   type: z.literal("message"),
   seq: SeqSchema,
   message: MessageSchema,
+}).strict();
+
+/**
+ * The sending session's own message, at its place in the stream (instead of a `message`
+ * frame: a message is not echoed to the session that sent it). The answer to a `send` frame
+ * (with its `id`), and also how a message sent over HTTP by this session shows up on its
+ * socket. `duplicate` is true when it answers a retry.
+ */
+export const SentFrameSchema = z.object({
+  type: z.literal("sent"),
+  id: FrameId,
+  seq: SeqSchema,
+  message: MessageSchema,
+  duplicate: z.boolean(),
+}).strict();
+
+/** Someone started typing to this user or to one of their groups (live only). */
+export const TypingStartedFrameSchema = TypingIndicatorSchema.extend({
+  type: z.literal("typing_started"),
+}).strict();
+
+/**
+ * A typing indicator ended: by `end_typing`, by the typing timeout, or because the sender's
+ * connection closed.
+ */
+export const TypingEndedFrameSchema = TypingIndicatorSchema.extend({
+  type: z.literal("typing_ended"),
+}).strict();
+
+/**
+ * Presence changes of the users this connection subscribes to, coalesced: at most one frame
+ * per presence interval (`timing.presenceIntervalMs`), each user once with their latest state.
+ */
+export const PresenceFrameSchema = z.object({
+  type: z.literal("presence"),
+  users: z.array(PresenceChangeSchema).min(1),
 }).strict();
 
 export const ServerFrameSchema = z.discriminatedUnion("type", [
@@ -146,6 +231,10 @@ export const ServerFrameSchema = z.discriminatedUnion("type", [
   ErrorFrameSchema,
   ClosingFrameSchema,
   MessageFrameSchema,
+  SentFrameSchema,
+  TypingStartedFrameSchema,
+  TypingEndedFrameSchema,
+  PresenceFrameSchema,
 ]).meta({ id: "ServerFrame" });
 export type ServerFrame = z.infer<typeof ServerFrameSchema>;
 export type ServerFrameOf<T extends ServerFrame["type"]> = Extract<ServerFrame, { type: T }>;

@@ -1,9 +1,9 @@
 /**
  * Messages (SPEC §6): what the server API sends and what a connected session receives.
  *
- * A message is delivered to every connected session of each recipient as a `message` frame
- * that carries the recipient's own sequence number. Retention and resume from a sequence
- * number are not built yet: a recipient with no connected session does not get the message.
+ * A message is appended to each recipient's durable event stream (contract/events.ts) with the
+ * recipient's own sequence number, and delivered to every connected session of the recipient as
+ * a `message` frame; a recipient that is offline gets it when it connects again (resume).
  */
 import { z } from "zod";
 import { EpochMsSchema, UidSchema } from "./models.ts";
@@ -52,13 +52,24 @@ export const MessageContentSchema = z.discriminatedUnion("kind", [
 ]).meta({ id: "MessageContent" });
 export type MessageContent = z.infer<typeof MessageContentSchema>;
 
+/** A message goes to a user or to a group (every member). */
+export const ReceiverTypeSchema = z.enum(["user", "group"]).meta({ id: "ReceiverType" });
+export type ReceiverType = z.infer<typeof ReceiverTypeSchema>;
+
 const Envelope = {
   /** One id per send: every recipient of a multi-recipient send sees the same id. */
   id: z.string(),
   /** The sending user, or null when the app's server sent it. */
   from: UidSchema.nullable(),
-  /** The recipient this copy is for. */
-  to: UidSchema,
+  /** `user`: `to` is a uid; `group`: `to` is the group's guid. */
+  receiverType: ReceiverTypeSchema,
+  /**
+   * The receiver: the user this copy is for (a server send to several users gives each its
+   * own), the user a user wrote to (also on the sender's own copy), or the group.
+   */
+  to: z.string().min(1).max(100),
+  /** The sender's id for a send by a user (idempotent retries); absent on server sends. */
+  clientMessageId: z.string().optional(),
   sentAt: EpochMsSchema,
 };
 

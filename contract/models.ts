@@ -47,6 +47,10 @@ export const TimingSchema = z.object({
   heartbeatIntervalMs: z.number().int().positive(),
   pongTimeoutMs: z.number().int().positive(),
   idleTimeoutMs: z.number().int().positive(),
+  /** A typing indicator ends by itself this long after its last `start_typing`. */
+  typingTimeoutMs: z.number().int().positive(),
+  /** Presence changes are coalesced per connection over this interval. */
+  presenceIntervalMs: z.number().int().positive(),
 }).meta({ id: "Timing" });
 export type Timing = z.infer<typeof TimingSchema>;
 

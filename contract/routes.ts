@@ -5,6 +5,20 @@
 import { initContract } from "@ts-rest/core";
 import { z } from "zod";
 import { errorCatalog, type ErrorCode, ErrorPayloadSchema } from "./errors.ts";
+import {
+  AddMembersBodySchema,
+  CreateGroupBodySchema,
+  FriendsBodySchema,
+  GroupSchema,
+  GroupSendBodySchema,
+  GuidSchema,
+  HistoryPageSchema,
+  HistoryQuerySchema,
+  RolesBodySchema,
+  UserProfileSchema,
+  UserSendBodySchema,
+  UserSendReplySchema,
+} from "./events.ts";
 import { SendMessageBodySchema, SendMessageReplySchema } from "./messages.ts";
 import {
   AppIdSchema,
@@ -74,6 +88,7 @@ const SERVER_AUTH = ["ERR_INVALID_APP_ID", "ERR_INVALID_API_KEY", "ERR_BAD_REQUE
 
 export const AppPathSchema = z.object({ appId: AppIdSchema });
 export const UserPathSchema = z.object({ appId: AppIdSchema, uid: UidSchema });
+export const GroupPathSchema = z.object({ appId: AppIdSchema, guid: GuidSchema });
 
 /** The session credential from login, as `Authorization: Bearer <credential>`. */
 export const SessionHeadersSchema = z.object({
@@ -220,6 +235,39 @@ const sessionRoutes = c.router({
     responses: { 200: SessionViewSchema, ...failures(...SESSION_AUTH, ...HTTP_LAYER_ERRORS) },
     summary: "The server's view of this session",
   },
+  send: {
+    method: "POST",
+    path: "/v1/session/messages",
+    headers: SessionHeadersSchema,
+    body: UserSendBodySchema,
+    responses: {
+      200: UserSendReplySchema,
+      ...failures(
+        ...SESSION_AUTH,
+        "ERR_BAD_REQUEST",
+        "ERR_UID_NOT_FOUND",
+        "ERR_GUID_NOT_FOUND",
+        "ERR_NOT_A_MEMBER",
+        ...WITH_BODY,
+      ),
+    },
+    summary: "Send a message as the session's user (idempotent by clientMessageId)",
+    description: "The HTTP form of the `send` frame. The message is appended to every " +
+      "receiver's stream and to the sender's (for the sender's other sessions) before the " +
+      "answer; a retry with the same `clientMessageId` answers with the first result " +
+      "(`duplicate: true`) and creates nothing.",
+  },
+  history: {
+    method: "GET",
+    path: "/v1/session/events",
+    headers: SessionHeadersSchema,
+    query: HistoryQuerySchema,
+    responses: {
+      200: HistoryPageSchema,
+      ...failures(...SESSION_AUTH, "ERR_BAD_REQUEST", ...HTTP_LAYER_ERRORS),
+    },
+    summary: "Page through the user's event stream (the catch-up when a resume was not recovered)",
+  },
 });
 
 const serverRoutes = c.router({
@@ -288,7 +336,107 @@ const serverRoutes = c.router({
       200: SendMessageReplySchema,
       ...failures(...SERVER_AUTH, "ERR_UID_NOT_FOUND", ...WITH_BODY),
     },
-    summary: "Send a message to one or more users (delivered to their connected sessions)",
+    summary: "Send a message to one or more users (stored in their streams, then delivered)",
+  },
+  setRoles: {
+    method: "PUT",
+    path: "/v1/apps/:appId/users/:uid/roles",
+    pathParams: UserPathSchema,
+    headers: ApiKeyHeadersSchema,
+    body: RolesBodySchema,
+    responses: {
+      200: UserProfileSchema,
+      ...failures(...SERVER_AUTH, "ERR_UID_NOT_FOUND", ...WITH_BODY),
+    },
+    summary: "Set a user's roles (presence subscriptions by role)",
+  },
+  setFriends: {
+    method: "PUT",
+    path: "/v1/apps/:appId/users/:uid/friends",
+    pathParams: UserPathSchema,
+    headers: ApiKeyHeadersSchema,
+    body: FriendsBodySchema,
+    responses: {
+      200: UserProfileSchema,
+      ...failures(...SERVER_AUTH, "ERR_UID_NOT_FOUND", ...WITH_BODY),
+    },
+    summary: "Set the users whose presence this user receives under `friends`",
+  },
+  getProfile: {
+    method: "GET",
+    path: "/v1/apps/:appId/users/:uid/profile",
+    pathParams: UserPathSchema,
+    headers: ApiKeyHeadersSchema,
+    responses: {
+      200: UserProfileSchema,
+      ...failures(...SERVER_AUTH, "ERR_UID_NOT_FOUND", ...HTTP_LAYER_ERRORS),
+    },
+    summary: "Read a user's roles and friends",
+  },
+  createGroup: {
+    method: "POST",
+    path: "/v1/apps/:appId/groups",
+    pathParams: AppPathSchema,
+    headers: ApiKeyHeadersSchema,
+    body: CreateGroupBodySchema,
+    responses: {
+      201: GroupSchema,
+      ...failures(...SERVER_AUTH, "ERR_GUID_ALREADY_EXISTS", "ERR_UID_NOT_FOUND", ...WITH_BODY),
+    },
+    summary: "Create a group, optionally with its first members",
+  },
+  getGroup: {
+    method: "GET",
+    path: "/v1/apps/:appId/groups/:guid",
+    pathParams: GroupPathSchema,
+    headers: ApiKeyHeadersSchema,
+    responses: {
+      200: GroupSchema,
+      ...failures(...SERVER_AUTH, "ERR_GUID_NOT_FOUND", ...HTTP_LAYER_ERRORS),
+    },
+    summary: "Read a group and its members",
+  },
+  addMembers: {
+    method: "POST",
+    path: "/v1/apps/:appId/groups/:guid/members",
+    pathParams: GroupPathSchema,
+    headers: ApiKeyHeadersSchema,
+    body: AddMembersBodySchema,
+    responses: {
+      200: GroupSchema,
+      ...failures(
+        ...SERVER_AUTH,
+        "ERR_GUID_NOT_FOUND",
+        "ERR_UID_NOT_FOUND",
+        "ERR_GROUP_MEMBER_LIMIT",
+        ...WITH_BODY,
+      ),
+    },
+    summary: "Add members to a group (members already in it are left as they are)",
+  },
+  removeMember: {
+    method: "DELETE",
+    path: "/v1/apps/:appId/groups/:guid/members/:uid",
+    pathParams: GroupPathSchema.extend({ uid: UidSchema }),
+    headers: ApiKeyHeadersSchema,
+    body: c.noBody(),
+    responses: {
+      200: GroupSchema,
+      ...failures(...SERVER_AUTH, "ERR_GUID_NOT_FOUND", "ERR_NOT_A_MEMBER", ...WITH_BODY),
+    },
+    summary: "Remove a member from a group",
+  },
+  sendGroupMessage: {
+    method: "POST",
+    path: "/v1/apps/:appId/groups/:guid/messages",
+    pathParams: GroupPathSchema,
+    headers: ApiKeyHeadersSchema,
+    body: GroupSendBodySchema,
+    responses: {
+      200: SendMessageReplySchema,
+      ...failures(...SERVER_AUTH, "ERR_GUID_NOT_FOUND", "ERR_NOT_A_MEMBER", ...WITH_BODY),
+    },
+    summary: "Send a message to every member of a group (stored in each member's stream)",
   },
 });
 

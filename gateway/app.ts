@@ -11,6 +11,7 @@ import { contractRoutes } from "./openapi.ts";
 import { clientRoutes } from "./routes/client_routes.ts";
 import { mountDocs } from "./routes/docs.ts";
 import { mountOps } from "./routes/ops.ts";
+import { profileRoutes } from "./routes/profile_routes.ts";
 import { serverRoutes } from "./routes/server_routes.ts";
 import { mountWebSocket } from "./routes/websocket.ts";
 import type { GatewayEnv, GatewayServices } from "./services.ts";
@@ -61,7 +62,11 @@ export function createApp(services: GatewayServices): Hono<GatewayEnv> {
     }),
   );
 
-  const implemented = [...clientRoutes(services), ...serverRoutes(services)];
+  const implemented = [
+    ...clientRoutes(services),
+    ...serverRoutes(services),
+    ...profileRoutes(services),
+  ];
   for (const route of implemented) route.mount(app);
   // Every contract route must be implemented: a route added to the contract without a handler
   // fails here at start-up (and in the tests), not as a 404 in production.

@@ -68,6 +68,7 @@ const NOW = 1767225600000;
 const CREDENTIAL = "eyJhcHBJZCI6ImRlbW8iLCJ1aWQiOiJzdXBlcmhlcm8xIiwi….Q2hlY2tzdW0…";
 const SESSION_ID = "0b9e5c1e-6a8f-4d47-9a53-4f1e2a7c3d10";
 const TIMING = timingOf(DEFAULTS);
+const EPOCH = "k3Jd9xQe2mPa";
 /** `connected` in foreground, the answer most examples build on. */
 const CONNECTED = {
   type: "connected",
@@ -80,6 +81,19 @@ const CONNECTED = {
   backgroundDeadline: null,
   serverTime: NOW,
   timing: TIMING,
+  stream: { epoch: EPOCH, seq: 42, recovered: false, reason: "no_position", replayed: 0 },
+} as const;
+
+/** A message from superhero2 to superhero1, as both see it. */
+const TEXT_MESSAGE = {
+  kind: "text",
+  text: "See you at 6?",
+  id: "msg_01",
+  from: "superhero2",
+  receiverType: "user",
+  to: "superhero1",
+  clientMessageId: "c-7f3a",
+  sentAt: NOW,
 } as const;
 
 /** Every client frame: a mapped type, so a frame added to the contract must be documented. */
@@ -105,8 +119,24 @@ export const clientFrameDocs: { [T in ClientFrameType]: FrameDoc<ClientFrameInpu
       }.`,
       "In auto mode, connecting in background without the background service is closed at",
       `once: ${closeCode("background")}.`,
+      "",
+      "`resume` is the last stream position the client processed (`{ epoch, seq }`): the",
+      "gateway replays every event after it as `message` frames right after `connected`, then",
+      "goes live, with no gap, duplicate or reordering between the two. `connected.stream`",
+      "says whether it could (`recovered`) and why not. `presence` is whose presence this",
+      "connection receives (the client's init settings); left out, none.",
     ].join("\n"),
     examples: [
+      {
+        name: "resume",
+        summary: "Resume after the last event processed, and receive everyone's presence",
+        payload: {
+          type: "connect",
+          id: 1,
+          resume: { epoch: EPOCH, seq: 39 },
+          presence: { subscriptionType: "allUsers" },
+        },
+      },
       {
         name: "withCredential",
         summary: "On a socket opened with a credential",
@@ -192,6 +222,70 @@ export const clientFrameDocs: { [T in ClientFrameType]: FrameDoc<ClientFrameInpu
       payload: { type: "disconnect", id: 5 },
     }],
   },
+  send: {
+    summary: "A message from the session's user to a user or a group.",
+    description: [
+      "The sender is the session's user (there is no `from`). The message is appended to the",
+      "stream of every receiver (each member, for a group) and of the sender (for the sender's",
+      "other sessions) and is on disk before anyone sees it. `clientMessageId` makes it",
+      "idempotent: a retry with the same id (after a reconnect or a timeout) answers with the",
+      "first result (`duplicate: true`) and creates nothing.",
+      "",
+      "Reply: `sent` (at the message's place in the sender's stream); or `error` —",
+      "`ERR_UID_NOT_FOUND`, `ERR_GUID_NOT_FOUND`, `ERR_NOT_A_MEMBER` (a group the user is not",
+      "in), `ERR_BAD_REQUEST`, `ERR_PAYLOAD_TOO_LARGE`.",
+    ].join("\n"),
+    examples: [
+      {
+        name: "toUser",
+        summary: "A text to another user",
+        payload: {
+          type: "send",
+          id: 9,
+          clientMessageId: "c-7f3a",
+          receiverType: "user",
+          receiver: "superhero1",
+          message: { kind: "text", text: "See you at 6?" },
+        },
+      },
+      {
+        name: "toGroup",
+        summary: "A custom message to a group",
+        payload: {
+          type: "send",
+          id: 10,
+          clientMessageId: "c-7f3b",
+          receiverType: "group",
+          receiver: "team-red",
+          message: { kind: "custom", customType: "poll", data: { question: "Pizza?" } },
+        },
+      },
+    ],
+  },
+  start_typing: {
+    summary: "The user started typing to a user or a group.",
+    description: [
+      "Relayed at once as `typing_started` to the receiver's connected sessions (each",
+      "member's, for a group, except the sender's own); never stored or replayed. The",
+      "indicator lasts `timing.typingTimeoutMs` after the last `start_typing`: send it again",
+      "while the user keeps typing. No reply unless refused (`error`, as for `send`).",
+    ].join("\n"),
+    examples: [{
+      name: "startTyping",
+      summary: "Typing to a user",
+      payload: { type: "start_typing", receiverType: "user", receiver: "superhero1" },
+    }],
+  },
+  end_typing: {
+    summary: "The user stopped typing.",
+    description:
+      "Relayed as `typing_ended`. An indicator also ends by itself after the typing timeout, and when the sender's connection closes.",
+    examples: [{
+      name: "endTyping",
+      summary: "Stopped typing to a group",
+      payload: { type: "end_typing", receiverType: "group", receiver: "team-red" },
+    }],
+  },
 };
 
 const closeCodeTableMarkdown = [
@@ -210,12 +304,27 @@ export const serverFrameDocs: { [T in ServerFrameType]: FrameDoc<ServerFrameOf<T
       "unless something extends or cancels it, or `null` in foreground; `serverTime` lets the",
       "client measure its clock offset. When the `connect` frame logged in, `login` is the",
       "login's reply: the user and the session, with the credential for later sockets.",
+      "",
+      "`stream` is the user's event stream: its `epoch`, its last `seq`, and whether the",
+      "`resume` position was `recovered`. When it was, `replayed` `message` frames follow at",
+      "once (the events after the position, up to `seq`), then live events. When it was not,",
+      "`reason` says why (`no_position`, `epoch_changed`, `ahead_of_stream`, `retention`,",
+      "`replay_limit`); live events still start after `seq`, and `GET /v1/session/events`",
+      "pages through what is retained of the gap.",
     ].join("\n"),
     examples: [
       {
         name: "connected",
-        summary: "Connected in foreground",
+        summary: "Connected in foreground (no position to resume from)",
         payload: CONNECTED,
+      },
+      {
+        name: "recovered",
+        summary: "Resumed after seq 39: three events follow, then live ones",
+        payload: {
+          ...CONNECTED,
+          stream: { epoch: EPOCH, seq: 42, recovered: true, replayed: 3 },
+        },
       },
       {
         name: "connectedAfterLogin",
@@ -336,25 +445,36 @@ export const serverFrameDocs: { [T in ServerFrameType]: FrameDoc<ServerFrameOf<T
     ],
   },
   message: {
-    summary: "A message for this user (sent by `POST /v1/apps/{appId}/messages`).",
+    summary: "An event of the user's stream: a message to the user, to one of their groups, " +
+      "or one the user sent from another session.",
     description: [
-      "Written to every connected session of each recipient. `seq` is the message's place in",
-      "the user's event stream: it starts at 1 and only increases, across restarts too.",
+      "Written to every connected session of each receiver once it is on disk, and replayed",
+      "after `connected` to a `connect` that resumes. `seq` is the event's place in the user's",
+      "stream: 1, 2, 3, … with no gaps, across restarts and crashes too. A client stores the",
+      "last `seq` it processed (with the stream's `epoch`) and resumes from it.",
+      "`receiverType` and `to` name the receiver: a uid, or a group's guid.",
     ].join("\n"),
     examples: [
       {
         name: "text",
         summary: "A text from another user",
+        payload: { type: "message", seq: 42, message: TEXT_MESSAGE },
+      },
+      {
+        name: "group",
+        summary: "A message to one of the user's groups",
         payload: {
           type: "message",
-          seq: 42,
+          seq: 43,
           message: {
             kind: "text",
-            text: "See you at 6?",
-            id: "msg_01",
-            from: "superhero2",
-            to: "superhero1",
-            sentAt: NOW,
+            text: "Standup in 5",
+            id: "msg_03",
+            from: "superhero3",
+            receiverType: "group",
+            to: "team-red",
+            clientMessageId: "c-91",
+            sentAt: NOW + 500,
           },
         },
       },
@@ -363,19 +483,90 @@ export const serverFrameDocs: { [T in ServerFrameType]: FrameDoc<ServerFrameOf<T
         summary: "The app's own JSON object, from the app's server",
         payload: {
           type: "message",
-          seq: 43,
+          seq: 44,
           message: {
             kind: "custom",
             customType: "order_status",
             data: { orderId: "o-1001", status: "shipped" },
             id: "msg_02",
             from: null,
+            receiverType: "user",
             to: "superhero1",
             sentAt: NOW + 1_000,
           },
         },
       },
     ],
+  },
+  sent: {
+    summary: "The sending session's own message, at its place in the stream.",
+    description: [
+      "The answer to `send` (with its `id`), written when the message is on disk, in stream",
+      "order: the sending session gets this instead of a `message` frame (a message is not",
+      "echoed to the session that sent it). A message the session sent over HTTP shows up",
+      "the same way, without an `id`. `duplicate: true` answers a retry.",
+    ].join("\n"),
+    examples: [{
+      name: "sent",
+      summary: "superhero2's message, in superhero2's stream",
+      payload: { type: "sent", id: 9, seq: 17, message: TEXT_MESSAGE, duplicate: false },
+    }],
+  },
+  typing_started: {
+    summary: "Someone started typing to this user or to one of their groups (live only).",
+    description:
+      "It lasts `timing.typingTimeoutMs` unless renewed; `typing_ended` follows when it ends.",
+    examples: [{
+      name: "typingStarted",
+      summary: "superhero2 is typing",
+      payload: {
+        type: "typing_started",
+        from: "superhero2",
+        receiverType: "user",
+        receiver: "superhero1",
+        at: NOW,
+      },
+    }],
+  },
+  typing_ended: {
+    summary: "A typing indicator ended.",
+    description: "By `end_typing`, by the typing timeout, or because the sender's connection " +
+      "closed.",
+    examples: [{
+      name: "typingEnded",
+      summary: "superhero2 stopped typing",
+      payload: {
+        type: "typing_ended",
+        from: "superhero2",
+        receiverType: "user",
+        receiver: "superhero1",
+        at: NOW + 2_000,
+      },
+    }],
+  },
+  presence: {
+    summary: "Presence changes of the users this connection subscribes to.",
+    description: [
+      "Per the `presence` subscription of the `connect` frame: `allUsers`, `roles` (users",
+      "with one of the roles, set by the server API), `friends` (the user's friend list, set",
+      "by the server API) or `none`. A user is online while at least one of their sessions",
+      "holds a connection; offline is published for every kind of close, a deadline or a",
+      "crash discovered at restart included. Changes are coalesced per connection: at most",
+      "one frame per `timing.presenceIntervalMs`, each user once with their latest state, so",
+      "n users coming online together cost O(n) frames, not O(n²).",
+    ].join("\n"),
+    examples: [{
+      name: "presence",
+      summary: "Two users came online, one went offline",
+      payload: {
+        type: "presence",
+        users: [
+          { uid: "superhero2", online: true, at: NOW },
+          { uid: "superhero3", online: true, at: NOW + 40 },
+          { uid: "superhero4", online: false, at: NOW + 120 },
+        ],
+      },
+    }],
   },
 };
 
@@ -570,12 +761,48 @@ export function buildAsyncApiDocument(): JsonObject {
       messages: [messageRef("disconnect")],
       reply: replyOf("closing", "error"),
     },
+    receiveSend: {
+      action: "receive",
+      channel: channelRef,
+      title: "Client → gateway: send",
+      summary: "A message from the user; the gateway answers `sent`, or `error`.",
+      messages: [messageRef("send")],
+      reply: replyOf("sent", "error"),
+    },
+    receiveTyping: {
+      action: "receive",
+      channel: channelRef,
+      title: "Client → gateway: start_typing, end_typing",
+      summary: "Typing indicators, relayed live; no reply unless refused (`error`).",
+      messages: [messageRef("start_typing"), messageRef("end_typing")],
+    },
     sendMessage: {
       action: "send",
       channel: channelRef,
       title: "Gateway → client: message",
-      summary: "A message for the user, sent through the server API.",
+      summary: "An event of the user's stream: live, or replayed after `connected`.",
       messages: [messageRef("message")],
+    },
+    sendSent: {
+      action: "send",
+      channel: channelRef,
+      title: "Gateway → client: sent",
+      summary: "The session's own message (sent over HTTP), at its place in the stream.",
+      messages: [messageRef("sent")],
+    },
+    sendTyping: {
+      action: "send",
+      channel: channelRef,
+      title: "Gateway → client: typing_started, typing_ended",
+      summary: "Typing indicators of other users (live only).",
+      messages: [messageRef("typing_started"), messageRef("typing_ended")],
+    },
+    sendPresence: {
+      action: "send",
+      channel: channelRef,
+      title: "Gateway → client: presence",
+      summary: "Coalesced presence changes of the subscribed users.",
+      messages: [messageRef("presence")],
     },
     sendClosing: {
       action: "send",

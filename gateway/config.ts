@@ -116,6 +116,44 @@ export const EnvSchema = z.object({
     "how far ahead of every announced background deadline the persisted bound runs; after a " +
       "crash a deadline fires no earlier than announced and at most this much later",
   ),
+  STREAM_RETENTION_MS: fills(
+    "streamRetentionMs",
+    integer(1_000).default(24 * 3600_000),
+    "how long an event stays in a user's stream (resume and history); older events are gone",
+  ),
+  STREAM_MAX_EVENTS: fills(
+    "streamMaxEvents",
+    integer(1).default(10_000),
+    "most events kept per user stream; the oldest go first",
+  ),
+  REPLAY_LIMIT: fills(
+    "replayLimit",
+    integer(0).default(1_000),
+    "most events replayed on connect; a longer gap connects with recovered: false and the " +
+      "client pages the history route",
+  ),
+  STREAM_CACHE_EVENTS: fills(
+    "streamCacheEvents",
+    integer(0).default(512),
+    "most recent events of each user held in memory (encoded) so that a resume replays " +
+      "without reading the store",
+  ),
+  TYPING_TIMEOUT_MS: fills(
+    "typingTimeoutMs",
+    integer(100).default(5_000),
+    "a typing indicator ends by itself this long after its last start_typing",
+  ),
+  PRESENCE_INTERVAL_MS: fills(
+    "presenceIntervalMs",
+    integer(1).default(250),
+    "presence changes are coalesced per connection over this interval (one frame per interval)",
+  ),
+  RESTART_GRACE_MS: fills(
+    "restartGraceMs",
+    integer(0).default(10_000),
+    "after a restart, a session that was connected in foreground stays online this long for " +
+      "its client to reconnect; then it is offline (published to presence subscribers)",
+  ),
   PERSIST_DELAY_MS: fills(
     "persistDelayMs",
     integer(0).default(1),
@@ -581,7 +619,12 @@ export function validate(config: GatewayConfig): void {
 export function timingOf(
   config: Pick<
     GatewayConfig,
-    "livenessWindowMs" | "heartbeatIntervalMs" | "pongTimeoutMs" | "idleTimeoutMs"
+    | "livenessWindowMs"
+    | "heartbeatIntervalMs"
+    | "pongTimeoutMs"
+    | "idleTimeoutMs"
+    | "typingTimeoutMs"
+    | "presenceIntervalMs"
   >,
 ) {
   return {
@@ -589,5 +632,7 @@ export function timingOf(
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     pongTimeoutMs: config.pongTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
+    typingTimeoutMs: config.typingTimeoutMs,
+    presenceIntervalMs: config.presenceIntervalMs,
   };
 }

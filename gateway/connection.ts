@@ -23,7 +23,7 @@ import {
 import type { DeadlineWheel } from "./deadline_wheel.ts";
 import { idleCheck, type LivenessEvent } from "./liveness.ts";
 import { TokenBucket } from "./rate_limit.ts";
-import type { LiveSession, SocketPort, UserState } from "./user_state.ts";
+import { type LiveSession, sentFrame, type SocketPort, type UserState } from "./user_state.ts";
 import type { Clock } from "./clock.ts";
 import type { GatewayConfig } from "./config.ts";
 import { answerOf } from "./errors.ts";
@@ -31,6 +31,10 @@ import type { LoginResult } from "./login.ts";
 import type { Logger } from "./log.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { TransportRefusedFrame, WireEvents, WireSocket } from "./transport/types.ts";
+import type { Messaging } from "./messaging.ts";
+import type { LiveRelays, RelayTarget } from "./relays.ts";
+import type { GatewayStore } from "./store/types.ts";
+import type { ReplayPlan } from "./user_state.ts";
 
 /** What every connection of a process shares. */
 export interface ConnectionContext {
@@ -47,7 +51,16 @@ export interface ConnectionContext {
   login(appId: string, body: LoginBody, remoteAddr: string): Promise<LoginResult>;
   /** Charges a client address for a connection closed for abuse (see ABUSIVE_CLOSES). */
   penalize(remoteAddr: string): void;
+  /** Sends by users (the `send` frame): the one write path of messages. */
+  messaging: Messaging;
+  /** Typing and presence. */
+  relays: LiveRelays;
+  /** Read by a resume that reaches further back than the stream cache. */
+  store: GatewayStore;
 }
+
+/** Store reads a resume may make before it gives up (the stream keeps moving meanwhile). */
+const RESUME_READ_ATTEMPTS = 3;
 
 /**
  * Closes that only a misbehaving client earns. Each charges its address extra connects of its
@@ -104,7 +117,7 @@ const closeDescriptions: Record<CloseReason, string> = {
   server_shutdown: "The gateway is restarting.",
 };
 
-export class Connection implements SocketPort {
+export class Connection implements SocketPort, RelayTarget {
   readonly #wire: WireSocket;
   readonly #ctx: ConnectionContext;
   readonly #remoteAddr: string;
@@ -112,6 +125,7 @@ export class Connection implements SocketPort {
   #user: UserState | null;
   #sessionId: string | null;
   #refused: boolean;
+  /** A login or a resume's store read is under way inside the handshake. */
   #loggingIn = false;
   #session: LiveSession | null = null;
   #closed = false;
@@ -199,9 +213,12 @@ export class Connection implements SocketPort {
     this.#write(JSON.stringify(frame));
   }
 
-  sendEvent(text: string): boolean {
+  sendEvent(
+    text: string,
+    type: "message" | "sent" | "typing_started" | "typing_ended" | "presence" = "message",
+  ): boolean {
     if (this.#closed || !this.#wire.writable) return false;
-    this.#ctx.metrics.framesOut.message++;
+    this.#ctx.metrics.framesOut[type]++;
     return this.#write(text);
   }
 
@@ -238,6 +255,7 @@ export class Connection implements SocketPort {
     this.#ctx.open.delete(this);
     this.#unpin();
     this.#ctx.metrics.closed(reason);
+    this.#leaveRelays();
     if (ABUSIVE_CLOSES.has(reason)) this.#ctx.penalize(this.#remoteAddr);
     if (this.#ctx.log.enabled("debug")) {
       this.#ctx.log.debug("connection.closed", {
@@ -300,6 +318,7 @@ export class Connection implements SocketPort {
     this.#unpin();
     this.#ctx.metrics.closed("connection_lost");
     this.#held = [];
+    this.#leaveRelays();
     if (this.#session !== null) this.#user!.socketClosed(this.#sessionId!, this, "connection_lost");
   }
 
@@ -398,7 +417,7 @@ export class Connection implements SocketPort {
           frame.id,
         );
       } else if (this.#loggingIn) {
-        this.#sendError("ERR_BAD_REQUEST", "A login is in progress.", undefined, frame.id);
+        this.#sendError("ERR_BAD_REQUEST", "A connect is in progress.", undefined, frame.id);
       } else if (frame.login !== undefined) {
         if (this.#user !== null) {
           this.#sendError(
@@ -475,7 +494,40 @@ export class Connection implements SocketPort {
         if (!result.ok) this.#sendError(result.errorCode, undefined, undefined, frame.id);
         return;
       }
+      case "send": {
+        const { type: _type, id, ...send } = frame;
+        this.#ctx.messaging.sendFromUser(user, this.#session, send, id).then(
+          (outcome) => {
+            // A first send is answered by its `sent` frame at its place in the stream; a retry
+            // of one is answered now.
+            if (outcome.duplicate) {
+              this.sendEvent(sentFrame(id, outcome.seq, outcome.body, true), "sent");
+            }
+          },
+          (error) => this.#answerError(error, id),
+        );
+        return;
+      }
+      case "start_typing":
+      case "end_typing": {
+        this.#ctx.relays.typing(this, user, sessionId, frame).then(
+          (refusal) => refusal !== null && this.#answerError(refusal, frame.id),
+          (error) => this.#answerError(error, frame.id),
+        );
+        return;
+      }
     }
+  }
+
+  /** The error frame for a failed asynchronous call (no stack leaves the gateway). */
+  #answerError(error: unknown, id: string | number | undefined): void {
+    const { payload } = answerOf(error, this.#ctx.log);
+    if (!this.#closed) this.send({ type: "error", id, ...payload });
+  }
+
+  /** Leaves typing and presence, once, when a connection that was live closes. */
+  #leaveRelays(): void {
+    if (this.#session !== null) this.#ctx.relays.disconnected(this, this.#user!, this.#sessionId!);
   }
 
   /** The login inside the handshake: a session is created, then connected like any other. */
@@ -507,8 +559,71 @@ export class Connection implements SocketPort {
     this.#connect(frame, result.reply);
   }
 
-  /** Attaches the socket to its session and answers the handshake. */
+  /**
+   * Answers the handshake: first the replay plan (a resume that reaches past the stream cache
+   * reads the store first), then attach, `connected`, the replayed events, and live events
+   * after them — all in one turn of the event loop, so no live event can come between.
+   */
   #connect(frame: ClientFrameOf<"connect">, login?: LoginReply): void {
+    const plan = this.#user!.planReplay(frame.resume);
+    if (plan.kind === "ready") return this.#attach(frame, plan, login);
+    this.#loggingIn = true;
+    void this.#readThenAttach(frame, plan, login);
+  }
+
+  async #readThenAttach(
+    frame: ClientFrameOf<"connect">,
+    first: ReplayPlan,
+    login?: LoginReply,
+  ): Promise<void> {
+    const user = this.#user!;
+    const fetched = { events: [] as Awaited<ReturnType<GatewayStore["readEvents"]>>, upTo: 0 };
+    let plan = first;
+    try {
+      for (let attempt = 0; plan.kind === "read" && attempt < RESUME_READ_ATTEMPTS; attempt++) {
+        const events = await this.#ctx.store.readEvents(
+          user.appId,
+          user.uid,
+          plan.after,
+          plan.limit,
+        );
+        fetched.events.push(...events);
+        fetched.upTo = plan.after + plan.limit;
+        plan = user.planReplay(frame.resume, fetched);
+      }
+    } catch (error) {
+      this.#loggingIn = false;
+      this.#ctx.log.error("resume.read_failed", { error, uid: user.uid });
+      if (this.#closed) return;
+      this.#sendError("ERR_SERVICE_UNAVAILABLE", undefined, undefined, frame.id);
+      this.close("server_shutdown");
+      return;
+    }
+    this.#loggingIn = false;
+    if (this.#closed) return;
+    if (plan.kind === "read") {
+      // The stream outran the reads: connect without the replay; the history has it.
+      plan = {
+        kind: "ready",
+        frames: [],
+        stream: {
+          epoch: user.epoch,
+          seq: user.streamSeq,
+          recovered: false,
+          reason: "replay_limit",
+          replayed: 0,
+        },
+      };
+    }
+    this.#attach(frame, plan, login);
+  }
+
+  /** Attaches the socket to its session and answers the handshake. */
+  #attach(
+    frame: ClientFrameOf<"connect">,
+    plan: Extract<ReplayPlan, { kind: "ready" }>,
+    login?: LoginReply,
+  ): void {
     const user = this.#user!;
     const sessionId = this.#sessionId!;
     const result = user.attach(sessionId, this, frame.appState, frame.backgroundService);
@@ -527,6 +642,7 @@ export class Connection implements SocketPort {
     this.#ctx.idle.schedule(this, this.#lastSeenAt + this.#ctx.config.idleTimeoutMs);
     if (result.durable !== undefined) this.holdUntil(result.durable);
     const l = result.session.liveness;
+    // The plan was made before attach, in this same turn: the stream has not moved since.
     this.send({
       type: "connected",
       id: frame.id,
@@ -538,8 +654,11 @@ export class Connection implements SocketPort {
       backgroundDeadline: l.deadline,
       serverTime: this.#ctx.clock.now(),
       timing: this.#ctx.timing,
+      stream: plan.stream,
       ...(login === undefined ? {} : { login }),
     });
+    for (const text of plan.frames) if (!this.sendEvent(text)) break;
+    this.#ctx.relays.connected(this, user, sessionId, frame.presence);
   }
 
   /** A rule of the connection itself (not of the session) closes it. */

@@ -14,6 +14,8 @@ import { type ConnectionSample, EventLoopLagSampler, GatewayMetrics } from "./me
 import { DeadlineWheel } from "./deadline_wheel.ts";
 import { createApp } from "./app.ts";
 import { KeyedRateLimiter } from "./rate_limit.ts";
+import { Messaging } from "./messaging.ts";
+import { noRelays } from "./relays.ts";
 import type { GatewayServices } from "./services.ts";
 import { KvStore } from "./store/kv.ts";
 import type { GatewayStore } from "./store/types.ts";
@@ -73,6 +75,14 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     tickMs: config.deadlineTickMs,
     persistDelayMs: config.persistDelayMs,
     deadlineBoundMs: config.deadlineBoundMs,
+    stream: {
+      retentionMs: config.streamRetentionMs,
+      maxEvents: config.streamMaxEvents,
+      cacheEvents: config.streamCacheEvents,
+      replayLimit: config.replayLimit,
+      // A replay must fit the output limit with room to spare for live frames.
+      replayMaxBytes: Math.floor(config.maxBufferedBytes / 2),
+    },
     observer: {
       deadlineFired: (ms) => metrics.deadlineFired(ms),
       storeCommit: (ms) => {
@@ -99,6 +109,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
   }
   const revived = await users.revive();
 
+  const messaging = new Messaging(store, users, clock);
   const httpLimiter = new KeyedRateLimiter(config.httpRatePerSec, config.httpRatePerSec * 2);
   const connections: ConnectionContext = {
     clock,
@@ -107,6 +118,9 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     log,
     open,
     timing: timingOf(config),
+    messaging,
+    relays: noRelays,
+    store,
     idle: new DeadlineWheel<Connection>(
       clock,
       100,
@@ -131,6 +145,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     apps: new Map(config.apps.map((a) => [a.appId, a])),
     store,
     users,
+    messaging,
     signer: new CredentialSigner(config.sessionSecret),
     connections,
     httpLimiter,

@@ -4,6 +4,7 @@ import type { AppConfig, GatewayConfig } from "./config.ts";
 import type { ConnectionContext } from "./connection.ts";
 import type { CredentialSigner } from "./credential.ts";
 import type { Logger } from "./log.ts";
+import type { Messaging } from "./messaging.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { KeyedRateLimiter } from "./rate_limit.ts";
 import type { GatewayStore } from "./store/types.ts";
@@ -16,11 +17,15 @@ export interface GatewayServices {
   apps: ReadonlyMap<string, AppConfig>;
   store: GatewayStore;
   users: UserStates;
+  /** The one write path of messages (server API, user sends). */
+  messaging: Messaging;
   signer: CredentialSigner;
   connections: ConnectionContext;
   httpLimiter: KeyedRateLimiter;
   metrics: GatewayMetrics;
   log: Logger;
+  /** A user's roles or friends changed (presence subscriptions follow). */
+  profileChanged?: (appId: string, uid: string) => void;
   /** What `/readyz` reports; `draining` also refuses new requests (503) during a stop. */
   health: { draining: boolean; storeOk: boolean };
 }

@@ -18,6 +18,14 @@
  * and a restart after a crash restores each deadline as its bound: never earlier than
  * announced, at most `deadlineBoundMs` later. A graceful stop writes the exact deadlines.
  *
+ * The event stream: `append` gives an event the next seq (1, 2, 3, … with no gaps, across
+ * restarts and crashes too: the seq of the last event on disk is written with it) and marks it
+ * for the next group commit. Nobody sees it before the store has it: it is written to the
+ * user's sockets when the commit lands (`changesWritten`), in seq order, and the sender is
+ * answered after that too. A crash before the commit loses only events nobody saw, whose seqs
+ * are then handed out again. The last `streamCacheEvents` durable events stay in memory,
+ * encoded, so that a resume usually replays without reading the store.
+ *
  * Memory: a state object with no connection, no pending deadline, no unwritten change and no
  * pin (a socket between its upgrade and its handshake) is evicted after `evictAfterMs` unused.
  */
@@ -30,6 +38,8 @@ import type {
   Mode,
   ServerFrame,
   SessionView,
+  StreamPosition,
+  StreamStatus,
 } from "../contract/mod.ts";
 import type { Clock, TimerHandle } from "./clock.ts";
 import { DeadlineWheel } from "./deadline_wheel.ts";
@@ -43,7 +53,9 @@ import {
 } from "./liveness.ts";
 import type {
   GatewayStore,
+  SendRecord,
   SessionRecord,
+  StoredEvent,
   UserStateChange,
   UserStateRecord,
 } from "./store/types.ts";
@@ -87,6 +99,59 @@ export type CallResult =
   | { ok: true; session: LiveSession; durable?: Promise<void> }
   | { ok: false; errorCode: ErrorCode };
 
+/** Who appended an event: the sending session is answered with `sent` instead of the event. */
+export interface EventOrigin {
+  session: LiveSession;
+  /** The `send` frame's id, when the send came over the socket. */
+  frameId?: string | number;
+}
+
+/** An appended event, until it is durable and delivered. */
+export interface AppendedEvent {
+  readonly seq: number;
+  readonly at: number;
+  /** The message, JSON. */
+  readonly body: string;
+  readonly origin?: EventOrigin;
+  /** Connections it was written to, once delivered. */
+  deliveredTo: number;
+}
+
+/** An event as the stream cache and replay hold it: its seq and its encoded frame. */
+interface CachedEvent {
+  seq: number;
+  at: number;
+  body: string;
+  text: string;
+}
+
+/** The outcome of a resume request, when it can be decided from memory. */
+export type ReplayPlan =
+  | { kind: "ready"; stream: StreamStatus; frames: string[] }
+  /** The events after `after` (up to `limit`) must be read from the store first. */
+  | { kind: "read"; after: number; limit: number };
+
+export interface StreamOptions {
+  /** Events older than this are gone (retention by age). */
+  retentionMs: number;
+  /** Most events kept per stream (retention by count). */
+  maxEvents: number;
+  /** Most recent events held in memory per user. */
+  cacheEvents: number;
+  /** Most events replayed on connect. */
+  replayLimit: number;
+  /** Most bytes replayed on connect (so a replay never trips the output limit). */
+  replayMaxBytes: number;
+}
+
+export const DEFAULT_STREAM_OPTIONS: StreamOptions = {
+  retentionMs: 24 * 3600_000,
+  maxEvents: 10_000,
+  cacheEvents: 512,
+  replayLimit: 1_000,
+  replayMaxBytes: 512 * 1024,
+};
+
 /** Told about what the state objects do, for metrics and logs. */
 export interface UserStateObserver {
   /** A deadline closed a session this many ms after it fell due. */
@@ -96,16 +161,9 @@ export interface UserStateObserver {
   storeCommitFailed?(error: unknown): void;
   /** A deadline handler threw (the others still fire). */
   alarmFailed?(error: unknown): void;
+  /** A user came online (first connected session) or went offline (last one), at `at`. */
+  presenceChanged?(user: UserState, online: boolean, at: number): void;
 }
-
-/**
- * Sequence numbers are reserved in blocks, so that handing one out never waits for the store:
- * the next reservation is written when half of the block is used. A seq is handed out only
- * once its reservation is on disk (the first one after the state is loaded waits for that
- * write), so a restart — after a crash too — continues above every seq ever handed out. A
- * graceful stop writes back the last number used; a crash skips the rest of a block.
- */
-const SEQ_BLOCK = 1_000;
 
 /** A failed state write is tried again after this long (a failing store is not hammered). */
 const RETRY_DELAY_MS = 1_000;
@@ -116,6 +174,7 @@ export interface UserStateRuntimeOptions {
   /** See the module comment; 0 writes every deadline change. */
   deadlineBoundMs: number;
   observer?: UserStateObserver;
+  stream?: Partial<StreamOptions>;
 }
 
 /** Shared machinery of all state objects of one gateway process. */
@@ -127,6 +186,7 @@ export class UserStateRuntime {
   readonly alarms: DeadlineWheel<LiveSession>;
   readonly deadlineBoundMs: number;
   readonly observer: UserStateObserver;
+  readonly stream: StreamOptions;
 
   constructor(
     clock: Clock,
@@ -139,6 +199,7 @@ export class UserStateRuntime {
     this.store = store;
     this.deadlineBoundMs = options.deadlineBoundMs;
     this.observer = options.observer ?? {};
+    this.stream = { ...DEFAULT_STREAM_OPTIONS, ...options.stream };
     this.writer = new StateWriter(clock, store, {
       delayMs: options.persistDelayMs,
       retryDelayMs: RETRY_DELAY_MS,
@@ -177,13 +238,25 @@ export class UserState {
   /** Sessions written or deleted since the last flush. */
   #dirtySessions = new Set<string>();
   #deletedSessions = new Set<string>();
-  /**
-   * The last event sequence number handed out, the highest one reserved (to be written), and
-   * the highest reservation on disk.
-   */
+  /** The last seq handed out, and the last one durable (on disk, written to the sockets). */
   #lastSeq: number;
-  #seqReservedTo: number;
-  #seqDurableTo: number;
+  #durableSeq: number;
+  #epoch: string;
+  /** Seqs below this are deleted or about to be (retention by count). */
+  #droppedBelow: number;
+  /** Appended events the writer has not taken yet, and those it is writing (per change). */
+  #pending: AppendedEvent[] = [];
+  #writing = new WeakMap<UserStateChange, AppendedEvent[]>();
+  /** The most recent durable events, encoded (see `streamCacheEvents`). */
+  #cache: CachedEvent[] = [];
+  /** Send results to write with the next change. */
+  #sendRecords: SendRecord[] = [];
+  /**
+   * Sends of this user by client id, recent ones: a retry that arrives while the first is
+   * still under way waits for its result instead of sending again. Bounded; older ids are
+   * found in the store.
+   */
+  readonly sends = new Map<string, Promise<SendOutcome>>();
   /** Every change bumps `#version`; `#writtenVersion` is the version the store has. */
   #version = 0;
   #writtenVersion = 0;
@@ -198,7 +271,9 @@ export class UserState {
     this.uid = uid;
     this.lastUsedAt = runtime.clock.now();
     this.#lastSeenAt = loaded?.meta.lastSeenAt ?? null;
-    this.#lastSeq = this.#seqReservedTo = this.#seqDurableTo = loaded?.meta.seqReservedTo ?? 0;
+    this.#lastSeq = this.#durableSeq = loaded?.meta.seqReservedTo ?? 0;
+    this.#epoch = loaded?.meta.epoch ?? newEpoch();
+    this.#droppedBelow = Math.max(1, this.#lastSeq - runtime.stream.maxEvents + 1);
     for (const record of loaded?.sessions ?? []) {
       const bound = record.deadlineBound ?? record.liveness.deadline;
       this.#sessions.set(record.sessionId, {
@@ -251,18 +326,6 @@ export class UserState {
       return false;
     }
     for (const session of this.#sessions.values()) if (session.socket !== null) return false;
-    return true;
-  }
-
-  /**
-   * Before leaving memory: gives back the unused rest of the seq block (written like any
-   * change), so that the user's stream continues at the next number when it is loaded again.
-   * True when a write was needed (the object is evictable once it is done).
-   */
-  releaseSeqs(): boolean {
-    if (this.#seqReservedTo === this.#lastSeq) return false;
-    this.#seqReservedTo = this.#lastSeq;
-    this.#markDirty();
     return true;
   }
 
@@ -345,41 +408,134 @@ export class UserState {
     return result;
   }
 
-  /** The last event sequence number this user was given (0 before the first). */
+  /** The stream's epoch. */
+  get epoch(): string {
+    return this.#epoch;
+  }
+
+  /** The last seq of the stream that is durable (0 before the first event). */
+  get streamSeq(): number {
+    return this.#durableSeq;
+  }
+
+  /** The last seq handed out (durable or not yet). */
   get lastSeq(): number {
     return this.#lastSeq;
   }
 
-  /** How many seqs can be handed out now, without waiting for the store. */
-  get seqCapacity(): number {
-    return this.#seqDurableTo - this.#lastSeq;
+  /**
+   * Appends a message to this user's stream: it takes the next seq and is written with the next
+   * group commit, then delivered to every connected session (the `origin` session gets `sent`
+   * instead). Await `runtime.durable()` before acknowledging anything about it.
+   */
+  append(body: string, origin?: EventOrigin): AppendedEvent {
+    const event: AppendedEvent = {
+      seq: ++this.#lastSeq,
+      at: this.#runtime.clock.now(),
+      body,
+      origin,
+      deliveredTo: 0,
+    };
+    this.#pending.push(event);
+    this.#markDirty();
+    return event;
   }
 
-  /** Resolves once at least one seq can be handed out (its reservation is on disk). */
-  seqReady(): Promise<void> {
-    this.#reserveSeqs();
-    return this.#runtime.durable();
+  /** Remembers a send's result with the next write (idempotent retries). */
+  recordSend(record: SendRecord): void {
+    this.#sendRecords.push(record);
+    this.#markDirty();
   }
 
   /**
-   * A message for this user: it takes the next sequence number and goes to every session that
-   * holds a connection. Returns the seq and how many connections it was written to. Call only
-   * with `seqCapacity > 0` (see `seqReady`).
+   * What to send a connection that asks to resume after `resume`: the stream status and the
+   * frames to replay, or the store read that must come first. `fetched` holds what earlier
+   * reads for this resume returned, and the stream's last seq when they were asked for.
    */
-  deliver(message: Message): { seq: number; deliveredTo: number } {
-    if (this.seqCapacity <= 0) throw new Error("deliver() without a durable seq reservation");
-    // Encoded before the seq is taken: a message that cannot be encoded takes none.
-    const body = JSON.stringify(message);
-    const seq = ++this.#lastSeq;
-    if (seq > this.#seqReservedTo - SEQ_BLOCK / 2) this.#reserveSeqs();
-    let deliveredTo = 0;
-    // The same frame for all of the user's connections.
-    const text = `{"type":"message","seq":${seq},"message":${body}}`;
-    for (const session of this.#sessions.values()) {
-      if (session.socket === null) continue;
-      if (session.socket.sendEvent(text)) deliveredTo++;
+  planReplay(
+    resume: StreamPosition | undefined,
+    fetched?: { events: StoredEvent[]; upTo: number },
+  ): ReplayPlan {
+    const head = this.#durableSeq;
+    const options = this.#runtime.stream;
+    const status = (reason?: StreamStatus["reason"], replayed = 0): StreamStatus => ({
+      epoch: this.#epoch,
+      seq: head,
+      recovered: reason === undefined,
+      ...(reason === undefined ? {} : { reason }),
+      replayed,
+    });
+    const refuse = (reason: NonNullable<StreamStatus["reason"]>): ReplayPlan => ({
+      kind: "ready",
+      stream: status(reason),
+      frames: [],
+    });
+    if (resume === undefined) return refuse("no_position");
+    if (resume.epoch !== this.#epoch) return refuse("epoch_changed");
+    if (resume.seq > head) return refuse("ahead_of_stream");
+    if (head - resume.seq > options.replayLimit) return refuse("replay_limit");
+    if (resume.seq + 1 < Math.max(this.#droppedBelow, head - options.maxEvents + 1)) {
+      return refuse("retention");
     }
-    return { seq, deliveredTo };
+    const minAt = this.#runtime.clock.now() - options.retentionMs;
+    const frames: string[] = [];
+    let next = resume.seq + 1;
+    let bytes = 0;
+    let gone = false;
+    const take = (seq: number, at: number, text: string) => {
+      if (seq < next || seq > head) return;
+      if (seq !== next || at < minAt) {
+        gone = true;
+        return;
+      }
+      frames.push(text);
+      bytes += text.length;
+      next++;
+    };
+    for (const event of fetched?.events ?? []) {
+      if (gone) break;
+      take(event.seq, event.at, messageFrame(event.seq, event.body));
+    }
+    // What the reads did not find, although the stream had it when they were made, is gone.
+    if (!gone && fetched !== undefined && next <= Math.min(fetched.upTo, head)) gone = true;
+    if (gone) return refuse("retention");
+    if (next <= head) {
+      const cached = this.#cache;
+      if (cached.length === 0 || cached[0].seq > next) {
+        return { kind: "read", after: next - 1, limit: head - next + 1 };
+      }
+      for (let i = next - cached[0].seq; i < cached.length && !gone; i++) {
+        take(cached[i].seq, cached[i].at, cached[i].text);
+      }
+      if (gone || next <= head) return refuse("retention");
+    }
+    if (bytes > options.replayMaxBytes) return refuse("replay_limit");
+    return { kind: "ready", stream: status(undefined, frames.length), frames };
+  }
+
+  /** One page of the stream after `after` (the history route). */
+  async history(after: number, limit: number): Promise<HistoryPageData> {
+    const head = this.#durableSeq;
+    const options = this.#runtime.stream;
+    const oldest = Math.max(this.#droppedBelow, head - options.maxEvents + 1, 1);
+    const from = Math.min(Math.max(after, oldest - 1), head);
+    const minAt = this.#runtime.clock.now() - options.retentionMs;
+    const events: StoredEvent[] = [];
+    let nextAfter = from;
+    if (from < head) {
+      const cached = this.#cache;
+      const source = cached.length > 0 && cached[0].seq <= from + 1
+        ? cached.slice(from + 1 - cached[0].seq, from + 1 - cached[0].seq + limit)
+        : await this.#runtime.store.readEvents(this.appId, this.uid, from, limit);
+      for (const event of source) {
+        if (event.seq > head) break;
+        nextAfter = event.seq;
+        if (event.at >= minAt) events.push(event);
+      }
+      // Nothing left between here and the head: the rest is gone (retention).
+      if (source.length < limit && nextAfter < head) nextAfter = head;
+    }
+    return { epoch: this.#epoch, events, lastSeq: head, nextAfter, hasMore: nextAfter < head };
   }
 
   /** The wheel says a session's deadline is due. */
@@ -413,8 +569,7 @@ export class UserState {
 
   /**
    * Shutdown: close sockets with 1012 and keep the state as it is, deadlines included, each
-   * written exactly (bound = deadline). The unused rest of the seq block is given back, so a
-   * graceful restart continues at the next number (only a crash leaves a gap).
+   * written exactly (bound = deadline).
    */
   closeSocketsForShutdown(): void {
     for (const session of this.#sessions.values()) {
@@ -426,10 +581,6 @@ export class UserState {
         session.bound = deadline;
         this.#markSession(session.sessionId);
       }
-    }
-    if (this.#seqReservedTo !== this.#lastSeq) {
-      this.#seqReservedTo = this.#lastSeq;
-      this.#markDirty();
     }
   }
 
@@ -465,26 +616,47 @@ export class UserState {
         deadlineBound: session.bound,
       });
     }
+    const appended = this.#pending;
+    this.#pending = [];
+    const options = this.#runtime.stream;
+    // Retention by count: the oldest events go, a bounded number per write.
+    let dropEvents: UserStateChange["dropEvents"];
+    const keepFrom = this.#lastSeq - options.maxEvents + 1;
+    if (keepFrom > this.#droppedBelow) {
+      const below = Math.min(keepFrom, this.#droppedBelow + MAX_DROPS_PER_WRITE);
+      dropEvents = { from: this.#droppedBelow, below };
+      this.#droppedBelow = below;
+    }
+    const sendRecords = this.#sendRecords;
+    this.#sendRecords = [];
     const change: UserStateChange = {
       appId: this.appId,
       uid: this.uid,
       meta: {
         lastSeenAt: this.#lastSeenAt,
         held: this.#connectedCount > 0,
-        seqReservedTo: this.#seqReservedTo,
+        // Every seq handed out is in this change: the stream continues above it after a crash.
+        seqReservedTo: this.#lastSeq,
+        epoch: this.#epoch,
       },
       putSessions,
       deleteSessions: [...this.#deletedSessions],
+      retentionMs: options.retentionMs,
     };
+    if (appended.length > 0) {
+      change.appendEvents = appended.map(({ seq, at, body }) => ({ seq, at, body }));
+      this.#writing.set(change, appended);
+    }
+    if (dropEvents !== undefined) change.dropEvents = dropEvents;
+    if (sendRecords.length > 0) change.sendRecords = sendRecords;
     this.#dirtySessions.clear();
     this.#deletedSessions.clear();
     return { change, version: this.#version };
   }
 
-  /** The store has `change`: what it covers is durable now. */
+  /** The store has `change`: what it covers is durable now, and its events go out. */
   changesWritten(change: UserStateChange, version: number): void {
     this.#writtenVersion = Math.max(this.#writtenVersion, version);
-    this.#seqDurableTo = change.meta.seqReservedTo ?? 0;
     for (const record of change.putSessions) {
       const session = this.#sessions.get(record.sessionId);
       if (session !== undefined) {
@@ -494,6 +666,8 @@ export class UserState {
         session.durableBound = written === null || next === null ? null : Math.min(written, next);
       }
     }
+    const events = this.#writing.get(change);
+    if (events !== undefined) this.#deliver(events);
   }
 
   /** Marks everything dirty again after a failed write (retried after a delay). */
@@ -504,8 +678,40 @@ export class UserState {
     for (const id of change.deleteSessions) {
       if (!this.#sessions.has(id)) this.#deletedSessions.add(id);
     }
+    // The failed change's events come before any appended since (writes are serial).
+    const events = this.#writing.get(change);
+    if (events !== undefined) this.#pending = [...events, ...this.#pending];
+    if (change.sendRecords !== undefined) {
+      this.#sendRecords = [...change.sendRecords, ...this.#sendRecords];
+    }
+    if (change.dropEvents !== undefined) {
+      this.#droppedBelow = Math.min(this.#droppedBelow, change.dropEvents.from);
+    }
     // Not "now": a store that keeps failing must not be hammered every millisecond.
     this.#markDirty("retry");
+  }
+
+  /** Durable events: into the cache, then to every connected session, in seq order. */
+  #deliver(events: AppendedEvent[]): void {
+    const cache = this.#cache;
+    const cap = this.#runtime.stream.cacheEvents;
+    for (const event of events) {
+      this.#durableSeq = event.seq;
+      // The same frame for all of the user's connections.
+      const text = messageFrame(event.seq, event.body);
+      if (cap > 0) cache.push({ seq: event.seq, at: event.at, body: event.body, text });
+      const origin = event.origin;
+      for (const session of this.#sessions.values()) {
+        const socket = session.socket;
+        if (socket === null) continue;
+        const frame = origin?.session === session
+          ? sentFrame(origin.frameId, event.seq, event.body, false)
+          : text;
+        if (socket.sendEvent(frame)) event.deliveredTo++;
+      }
+    }
+    // Trimmed in chunks, so that the cache costs O(1) per event.
+    if (cache.length > cap * 2) cache.splice(0, cache.length - cap);
   }
 
   /**
@@ -602,13 +808,6 @@ export class UserState {
     return true;
   }
 
-  #reserveSeqs(): void {
-    const target = this.#lastSeq + SEQ_BLOCK;
-    if (target <= this.#seqReservedTo) return;
-    this.#seqReservedTo = target;
-    this.#markDirty();
-  }
-
   #markSession(sessionId: string): void {
     this.#dirtySessions.add(sessionId);
     this.#markDirty();
@@ -627,10 +826,13 @@ export class UserState {
     this.#connectedCount += next.connected ? 1 : -1;
     if (this.#connectedCount === 0) {
       // The user went offline: remember when (presence `lastSeenAt`).
-      this.#lastSeenAt = this.#runtime.clock.now();
+      const now = this.#runtime.clock.now();
+      this.#lastSeenAt = now;
       this.#markDirty();
+      this.#runtime.observer.presenceChanged?.(this, false, now);
     } else if (next.connected && this.#connectedCount === 1) {
       this.#markDirty();
+      this.#runtime.observer.presenceChanged?.(this, true, this.#runtime.clock.now());
     }
   }
 }
@@ -839,15 +1041,11 @@ export class UserStates {
     return held.length;
   }
 
-  /**
-   * Drops the state objects that are evictable and were not used for `evictAfterMs`. One that
-   * still holds unused seqs gives them back first and goes at a later sweep, once written.
-   */
+  /** Drops the state objects that are evictable and were not used for `evictAfterMs`. */
   evictIdle(now = this.runtime.clock.now()): number {
     let evicted = 0;
     for (const [key, user] of this.#users) {
       if (now - user.lastUsedAt < this.#evictAfterMs || !user.evictable) continue;
-      if (user.releaseSeqs()) continue;
       this.#users.delete(key);
       evicted++;
     }
@@ -883,4 +1081,45 @@ export class UserStates {
 
 function userKey(appId: string, uid: string): string {
   return `${appId}\u0000${uid}`;
+}
+
+/** Events deleted per write at most (retention by count), so one write stays small. */
+const MAX_DROPS_PER_WRITE = 500;
+
+/** The result of a user's send: the message, its seq in the sender's stream. */
+export interface SendOutcome {
+  body: string;
+  seq: number;
+  duplicate: boolean;
+}
+
+/** One page of a user's stream, as the history route answers it (bodies still encoded). */
+export interface HistoryPageData {
+  epoch: string;
+  events: StoredEvent[];
+  lastSeq: number;
+  nextAfter: number;
+  hasMore: boolean;
+}
+
+/** A new stream epoch: random, so a wiped store never reuses one. */
+function newEpoch(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(9));
+  return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
+}
+
+/** The `message` frame of a stream event (the body is the message's JSON). */
+export function messageFrame(seq: number, body: string): string {
+  return `{"type":"message","seq":${seq},"message":${body}}`;
+}
+
+/** The `sent` frame: the sending session's own message, at its place in the stream. */
+export function sentFrame(
+  id: string | number | undefined,
+  seq: number,
+  body: string,
+  duplicate: boolean,
+): string {
+  const idPart = id === undefined ? "" : `"id":${JSON.stringify(id)},`;
+  return `{"type":"sent",${idPart}"seq":${seq},"message":${body},"duplicate":${duplicate}}`;
 }

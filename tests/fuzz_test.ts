@@ -708,6 +708,17 @@ function expectedReply(input: WsInput, lane: LaneKind, laneMode: Mode): Expected
       return { id, types: ["state"], codes: [] };
     case "disconnect":
       return { id, types: ["error"], codes: ["ERR_NOT_MANUAL_MODE"] };
+    case "send":
+      // Generated receivers rarely exist; a valid one is answered by `sent`.
+      return {
+        id,
+        types: ["sent", "error"],
+        codes: ["ERR_UID_NOT_FOUND", "ERR_GUID_NOT_FOUND", "ERR_NOT_A_MEMBER"],
+      };
+    case "start_typing":
+    case "end_typing":
+      // No reply, unless refused.
+      return { id, types: ["error"], codes: ["ERR_UID_NOT_FOUND", "ERR_GUID_NOT_FOUND"] };
   }
 }
 
@@ -939,7 +950,10 @@ class WsFuzzer {
         if (closeCodeTable[f.reason] !== f.code) fail(`closing ${f.reason} with code ${f.code}`);
         continue;
       }
-      if (f.type === "message" || f.type === "connected") continue;
+      if (
+        f.type === "message" || f.type === "connected" || f.type === "typing_started" ||
+        f.type === "typing_ended" || f.type === "presence"
+      ) continue;
       if (f.id === sentinel) continue;
       replies.push(f);
     }

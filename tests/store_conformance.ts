@@ -96,4 +96,82 @@ export function storeConformance(engine: string, open: () => Promise<GatewayStor
     assert.equal((await store.listHeldUsers()).length, 600);
     assert.equal((await store.loadUserState("app", "bulk599"))?.sessions[0].createdAt, 599);
   });
+
+  const streamChange = (uid: string, from: number, count: number, extra: object = {}) => ({
+    appId: "app",
+    uid,
+    meta: { lastSeenAt: null, held: false, seqReservedTo: from + count - 1, epoch: "e1" },
+    putSessions: [],
+    deleteSessions: [],
+    appendEvents: Array.from({ length: count }, (_, i) => ({
+      seq: from + i,
+      at: 1_000 + from + i,
+      body: JSON.stringify({ n: from + i }),
+    })),
+    retentionMs: 3_600_000,
+    ...extra,
+  });
+
+  test("streams: events are read back after a seq, in order, a page at a time", async (store) => {
+    await store.saveUserStates([streamChange("u1", 1, 5), streamChange("u2", 1, 2)]);
+    await store.saveUserStates([streamChange("u1", 6, 3)]);
+    const all = await store.readEvents("app", "u1", 0, 100);
+    assert.deepEqual(all.map((e) => e.seq), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(all[6], { seq: 7, at: 1_007, body: '{"n":7}' });
+    assert.deepEqual((await store.readEvents("app", "u1", 3, 2)).map((e) => e.seq), [4, 5]);
+    assert.deepEqual(await store.readEvents("app", "u1", 8, 10), []);
+    assert.deepEqual((await store.readEvents("app", "u2", 0, 10)).map((e) => e.seq), [1, 2]);
+    assert.deepEqual(await store.readEvents("other", "u1", 0, 10), []);
+    const state = await store.loadUserState("app", "u1");
+    assert.equal(state?.meta.seqReservedTo, 8);
+    assert.equal(state?.meta.epoch, "e1");
+  });
+
+  test("streams: dropped events are gone; the rest stay", async (store) => {
+    await store.saveUserStates([streamChange("u1", 1, 6)]);
+    await store.saveUserStates([streamChange("u1", 7, 1, { dropEvents: { from: 1, below: 4 } })]);
+    assert.deepEqual((await store.readEvents("app", "u1", 0, 10)).map((e) => e.seq), [4, 5, 6, 7]);
+  });
+
+  test("streams: a burst larger than one engine batch is written whole", async (store) => {
+    const body = "x".repeat(2_000);
+    const change = streamChange("u1", 1, 1_500);
+    change.appendEvents.forEach((e) => e.body = body);
+    await store.saveUserStates([change]);
+    const read = await store.readEvents("app", "u1", 0, 2_000);
+    assert.equal(read.length, 1_500);
+    assert.equal(read[1_499].seq, 1_500);
+  });
+
+  test("send records are kept per user and client id", async (store) => {
+    const record = { clientMessageId: "c-1", body: '{"id":"m1"}', seq: 3, at: 9 };
+    await store.saveUserStates([streamChange("u1", 1, 3, { sendRecords: [record] })]);
+    assert.deepEqual(await store.getSendRecord("app", "u1", "c-1"), record);
+    assert.equal(await store.getSendRecord("app", "u2", "c-1"), null);
+    assert.equal(await store.getSendRecord("app", "u1", "c-2"), null);
+  });
+
+  test("groups: created once, changed by compare-and-set, refusals change nothing", async (store) => {
+    const group = { guid: "g1", name: "G", members: ["a"], createdAt: 1 };
+    assert.equal(await store.createGroup("app", group), true);
+    assert.equal(await store.createGroup("app", { ...group, name: "again" }), false);
+    assert.deepEqual(await store.getGroup("app", "g1"), group);
+    assert.equal(await store.getGroup("other", "g1"), null);
+    // Concurrent updates: none is lost.
+    await Promise.all(["b", "c", "d"].map((uid) =>
+      store.updateGroup("app", "g1", (g) => ({ group: { ...g, members: [...g.members, uid] } }))
+    ));
+    assert.deepEqual((await store.getGroup("app", "g1"))?.members.sort(), ["a", "b", "c", "d"]);
+    const refused = await store.updateGroup("app", "g1", () => ({ refuse: "full" }));
+    assert.deepEqual(refused, { refuse: "full" });
+    assert.equal((await store.getGroup("app", "g1"))?.members.length, 4);
+    assert.equal(await store.updateGroup("app", "nope", (g) => ({ group: g })), null);
+  });
+
+  test("profiles: roles and friends are stored per user", async (store) => {
+    assert.equal(await store.getProfile("app", "u1"), null);
+    await store.putProfile("app", "u1", { roles: ["admin"], friends: ["u2"] });
+    assert.deepEqual(await store.getProfile("app", "u1"), { roles: ["admin"], friends: ["u2"] });
+    assert.equal(await store.getProfile("other", "u1"), null);
+  });
 }

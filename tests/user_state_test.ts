@@ -302,75 +302,105 @@ Deno.test("user state: idle state objects are evicted; held, pinned or unwritten
   assert.equal(users.peek("demo", "never-held"), undefined);
 });
 
-const textTo = (to: string, text: string): Message => ({
-  kind: "text",
-  text,
-  id: `m_${text}`,
-  from: null,
-  to,
-  sentAt: 0,
-});
+const textTo = (to: string, text: string): string =>
+  JSON.stringify(
+    {
+      kind: "text",
+      text,
+      id: `m_${text}`,
+      from: null,
+      receiverType: "user",
+      to,
+      sentAt: 0,
+    } satisfies Message,
+  );
 
-Deno.test("user state: a message goes to connected sessions only, with the next seq", async () => {
+Deno.test("user state: an event reaches connected sessions once durable, in seq order", async () => {
   await using env = await setup();
-  const { clock, users, durable } = env;
+  const { clock, users, durable, store } = env;
   const user = await users.get("demo", "u1");
   user.createSession("s1", "auto");
   user.createSession("s2", "manual"); // logged in, never connected
   const socket = new FakeSocket(clock);
   user.attach("s1", socket, "foreground", false);
 
-  assert.equal(user.seqCapacity, 0, "no seq before its reservation is written");
-  assert.throws(() => user.deliver(textTo("u1", "too early")));
-  await durable(user.seqReady());
-  assert.deepEqual(user.deliver(textTo("u1", "a")), { seq: 1, deliveredTo: 1 });
-  assert.deepEqual(user.deliver(textTo("u1", "b")), { seq: 2, deliveredTo: 1 });
+  const a = user.append(textTo("u1", "a"));
+  const b = user.append(textTo("u1", "b"));
+  assert.deepEqual([a.seq, b.seq], [1, 2]);
+  assert.equal(socket.events.length, 0, "nobody sees an event before the store has it");
+  await durable(users.runtime.durable());
   assert.deepEqual(socket.events.map((e) => [e.seq, e.message.kind === "text" && e.message.text]), [
     [1, "a"],
     [2, "b"],
   ]);
+  assert.deepEqual([a.deliveredTo, b.deliveredTo], [1, 1]);
+
   user.socketClosed("s1", socket, "connection_lost");
-  assert.deepEqual(user.deliver(textTo("u1", "c")), { seq: 3, deliveredTo: 0 });
-  assert.equal(socket.events.length, 2, "an offline session gets nothing (no retention yet)");
+  const c = user.append(textTo("u1", "c"));
+  await durable(users.runtime.durable());
+  assert.equal(c.deliveredTo, 0);
+  assert.equal(socket.events.length, 2, "a closed socket gets nothing more");
+  // …but the stream has it: on disk, and replayed to a resume after seq 2.
+  assert.deepEqual((await store.readEvents("demo", "u1", 0, 10)).map((e) => e.seq), [1, 2, 3]);
+  const plan = user.planReplay({ epoch: user.epoch, seq: 2 });
+  assert.equal(plan.kind, "ready");
+  if (plan.kind === "ready") {
+    assert.deepEqual(plan.stream, { epoch: user.epoch, seq: 3, recovered: true, replayed: 1 });
+    assert.equal(JSON.parse(plan.frames[0]).message.text, "c");
+  }
 });
 
-Deno.test("user state: seq keeps increasing across a restart and across a crash", async () => {
+Deno.test("user state: resume plans say why they cannot recover", async () => {
+  await using env = await setup();
+  const { users, durable } = env;
+  const user = await users.get("demo", "u1");
+  for (let i = 0; i < 5; i++) user.append(textTo("u1", `${i}`));
+  await durable(users.runtime.durable());
+  const reason = (resume?: { epoch: string; seq: number }) => {
+    const plan = user.planReplay(resume);
+    return plan.kind === "ready" ? plan.stream.reason ?? "recovered" : "read";
+  };
+  assert.equal(reason(undefined), "no_position");
+  assert.equal(reason({ epoch: "other", seq: 2 }), "epoch_changed");
+  assert.equal(reason({ epoch: user.epoch, seq: 6 }), "ahead_of_stream");
+  assert.equal(reason({ epoch: user.epoch, seq: 5 }), "recovered");
+  assert.equal(reason({ epoch: user.epoch, seq: 0 }), "recovered");
+});
+
+Deno.test("user state: seqs have no gaps across a restart and across a crash", async () => {
   const store = await KvStore.open(":memory:");
-  const deliverAll = async (
-    env: Awaited<ReturnType<typeof setup>>,
-    user: Awaited<ReturnType<UserStates["get"]>>,
-    count: number,
-  ) => {
-    const seqs: number[] = [];
-    for (let i = 0; i < count; i++) {
-      if (user.seqCapacity <= 0) await env.durable(user.seqReady());
-      seqs.push(user.deliver(textTo("u1", `${i}`)).seq);
-    }
+  const appendAll = async (env: Awaited<ReturnType<typeof setup>>, count: number) => {
+    const user = await env.users.get("demo", "u1");
+    const seqs = Array.from({ length: count }, (_, i) => user.append(textTo("u1", `${i}`)).seq);
+    await env.durable(env.users.runtime.durable());
     return seqs;
   };
   try {
-    // A graceful stop: the stream continues right after the last number handed out.
+    let epoch: string;
     {
       await using env = await setup(store);
-      const user = await env.users.get("demo", "u1");
-      await deliverAll(env, user, 700);
-      assert.equal(user.lastSeq, 700);
+      const seqs = await appendAll(env, 700);
+      assert.equal(seqs.at(-1), 700);
+      epoch = (await env.users.get("demo", "u1")).epoch;
     }
-    let acknowledged: number;
     {
       const env = await setup(store);
-      const user = await env.users.get("demo", "u1");
-      const [first] = await deliverAll(env, user, 1);
+      const [first] = await appendAll(env, 1);
       assert.equal(first, 701, "a graceful restart continues at the next number");
-      // The finding: the first message after the state loads, then kill -9 right after.
-      acknowledged = first;
+      assert.equal((await env.users.get("demo", "u1")).epoch, epoch, "the epoch stays");
+      // Appended but never durable: nobody saw 702, nobody was answered about it.
+      (await env.users.get("demo", "u1")).append(textTo("u1", "lost"));
       env.crash();
     }
     {
       await using env = await setup(store);
-      const user = await env.users.get("demo", "u1");
-      const [seq] = await deliverAll(env, user, 1);
-      assert.ok(seq > acknowledged, `seq ${seq} repeats one handed out before the crash`);
+      const [seq] = await appendAll(env, 1);
+      assert.equal(seq, 702, "the seq nobody saw is handed out again: no gap");
+      const events = await store.readEvents("demo", "u1", 700, 10);
+      assert.deepEqual(events.map((e) => [e.seq, JSON.parse(e.body).text]), [
+        [701, "0"],
+        [702, "0"],
+      ]);
     }
   } finally {
     store.close();

@@ -2,6 +2,7 @@
 import { contract, WEBSOCKET_PATH } from "../../contract/mod.ts";
 import { appOf } from "../apps.ts";
 import { timingOf } from "../config.ts";
+import { userSendReply } from "../messaging.ts";
 import { GatewayError } from "../errors.ts";
 import { login } from "../login.ts";
 import type { GatewayServices } from "../services.ts";
@@ -76,6 +77,28 @@ export function clientRoutes(services: GatewayServices): ImplementedRoute[] {
     implement(contract.session.status, async (_request, c) => {
       const { user, session } = await sessionOf(services, c);
       return { status: 200 as const, body: user.view(session) };
+    }),
+
+    implement(contract.session.send, async ({ body }, c) => {
+      const { user, session } = await sessionOf(services, c);
+      const outcome = await services.messaging.sendFromUser(user, session, body);
+      return { status: 200 as const, body: userSendReply(outcome) };
+    }),
+
+    implement(contract.session.history, async ({ query }, c) => {
+      const { user } = await sessionOf(services, c);
+      const page = await user.history(query.after, query.limit);
+      return {
+        status: 200 as const,
+        body: {
+          ...page,
+          events: page.events.map((event) => ({
+            type: "message" as const,
+            seq: event.seq,
+            message: JSON.parse(event.body),
+          })),
+        },
+      };
     }),
   ];
 }

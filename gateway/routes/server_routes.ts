@@ -2,38 +2,18 @@
  * The server API (with the app's `apikey`): users, auth tokens, presence, sessions and
  * messages.
  */
-import { contract, type Message } from "../../contract/mod.ts";
+import { contract, MAX_GROUP_MEMBERS } from "../../contract/mod.ts";
 import { authTokenHash, toBase64Url } from "../credential.ts";
 import { GatewayError } from "../errors.ts";
 import type { GatewayServices } from "../services.ts";
-import type { UserState } from "../user_state.ts";
 import { serverApp } from "./auth.ts";
 import { implement, type ImplementedRoute } from "./define.ts";
 
 export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
-  const { store, users, clock } = services;
-
-  /**
-   * Users known to exist, per app. Users are never deleted, so a positive answer stays true;
-   * the store is asked once per user, not once per call.
-   */
-  const existing = new Map<string, Set<string>>();
-  const missingUsers = async (appId: string, uids: string[]): Promise<string[]> => {
-    let known = existing.get(appId);
-    if (known === undefined) existing.set(appId, known = new Set());
-    const unknown = uids.filter((uid) => !known.has(uid));
-    if (unknown.length === 0) return unknown;
-    const found = await Promise.all(unknown.map((uid) => store.getUser(appId, uid)));
-    const missing: string[] = [];
-    unknown.forEach((uid, i) => {
-      if (found[i] === null) missing.push(uid);
-      else known.add(uid);
-    });
-    return missing;
-  };
+  const { store, users, clock, messaging } = services;
 
   const requireUser = async (appId: string, uid: string): Promise<void> => {
-    if ((await missingUsers(appId, [uid])).length > 0) {
+    if ((await messaging.missingUsers(appId, [uid])).length > 0) {
       throw new GatewayError("ERR_UID_NOT_FOUND", `No user '${uid}' exists.`);
     }
   };
@@ -114,49 +94,88 @@ export function serverRoutes(services: GatewayServices): ImplementedRoute[] {
 
     implement(contract.server.sendMessage, async ({ params, body }, c) => {
       const app = serverApp(services, c, params.appId);
-      const named = body.from === undefined ? body.to : [...body.to, body.from];
-      const missing = await missingUsers(app.appId, named);
-      if (missing.length > 0) {
-        // Nothing is sent unless every recipient exists: a typo must not half-deliver.
+      const reply = await messaging.sendFromServer(
+        app.appId,
+        body.to,
+        body.from ?? null,
+        body.message,
+      );
+      return { status: 200 as const, body: reply };
+    }),
+
+    implement(contract.server.createGroup, async ({ params, body }, c) => {
+      const app = serverApp(services, c, params.appId);
+      const members = body.members ?? [];
+      await messaging.requireUsers(app.appId, members);
+      const group = {
+        guid: body.guid,
+        name: body.name ?? body.guid,
+        members,
+        createdAt: clock.now(),
+      };
+      if (!(await store.createGroup(app.appId, group))) {
+        throw new GatewayError("ERR_GUID_ALREADY_EXISTS", `A group '${body.guid}' exists already.`);
+      }
+      return { status: 201 as const, body: group };
+    }),
+
+    implement(contract.server.getGroup, async ({ params }, c) => {
+      const app = serverApp(services, c, params.appId);
+      const group = await store.getGroup(app.appId, params.guid);
+      if (group === null) throw noGroup(params.guid);
+      return { status: 200 as const, body: group };
+    }),
+
+    implement(contract.server.addMembers, async ({ params, body }, c) => {
+      const app = serverApp(services, c, params.appId);
+      await messaging.requireUsers(app.appId, body.members);
+      const outcome = await store.updateGroup(app.appId, params.guid, (group) => {
+        const added = body.members.filter((uid) => !group.members.includes(uid));
+        if (group.members.length + added.length > MAX_GROUP_MEMBERS) return { refuse: true };
+        return { group: { ...group, members: [...group.members, ...added] } };
+      });
+      if (outcome === null) throw noGroup(params.guid);
+      if ("refuse" in outcome) {
         throw new GatewayError(
-          "ERR_UID_NOT_FOUND",
-          `No user ${missing.map((uid) => `'${uid}'`).join(", ")} exists.`,
-          { uids: missing },
+          "ERR_GROUP_MEMBER_LIMIT",
+          `A group has at most ${MAX_GROUP_MEMBERS} members.`,
+          { limit: MAX_GROUP_MEMBERS },
         );
       }
-      // In memory for connected users; loaded (once) for the others, whose seq still counts.
-      // Each is pinned until the send is done, so none is evicted while the send waits.
-      const pinned = (state: UserState) => (state.pin(), state);
-      const settled = await Promise.allSettled(body.to.map((uid) => {
-        const held = users.peek(app.appId, uid);
-        return held !== undefined ? pinned(held) : users.get(app.appId, uid).then(pinned);
-      }));
-      const states = settled.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
-      try {
-        const failed = settled.find((r) => r.status === "rejected");
-        if (failed !== undefined) throw failed.reason;
-        // A seq is handed out only once its reservation is on disk, so an acknowledged seq is
-        // never handed out again, after a crash either (usually no wait: blocks are reserved
-        // ahead).
-        for (;;) {
-          const waits = states.filter((state) => state.seqCapacity <= 0)
-            .map((state) => state.seqReady());
-          if (waits.length === 0) break;
-          await Promise.all(waits);
-        }
-        const id = `msg_${randomToken()}`;
-        const sentAt = clock.now();
-        const from = body.from ?? null;
-        const recipients = states.map((state) => {
-          const message: Message = { ...body.message, id, from, to: state.uid, sentAt };
-          return { uid: state.uid, ...state.deliver(message) };
-        });
-        return { status: 200 as const, body: { id, sentAt, recipients } };
-      } finally {
-        for (const state of states) state.unpin();
+      return { status: 200 as const, body: outcome.group };
+    }),
+
+    implement(contract.server.removeMember, async ({ params }, c) => {
+      const app = serverApp(services, c, params.appId);
+      const outcome = await store.updateGroup(app.appId, params.guid, (group) => {
+        if (!group.members.includes(params.uid)) return { refuse: true };
+        return { group: { ...group, members: group.members.filter((m) => m !== params.uid) } };
+      });
+      if (outcome === null) throw noGroup(params.guid);
+      if ("refuse" in outcome) {
+        throw new GatewayError(
+          "ERR_NOT_A_MEMBER",
+          `'${params.uid}' is not a member of '${params.guid}'.`,
+        );
       }
+      return { status: 200 as const, body: outcome.group };
+    }),
+
+    implement(contract.server.sendGroupMessage, async ({ params, body }, c) => {
+      const app = serverApp(services, c, params.appId);
+      const reply = await messaging.sendToGroup(
+        app.appId,
+        params.guid,
+        body.from ?? null,
+        body.message,
+      );
+      return { status: 200 as const, body: reply };
     }),
   ];
+}
+
+function noGroup(guid: string): GatewayError {
+  return new GatewayError("ERR_GUID_NOT_FOUND", `No group '${guid}' exists.`);
 }
 
 function randomToken(): string {

@@ -3,7 +3,7 @@
  * (`kv.ts` for Deno KV; Redis comes as a second one); a shared conformance suite in
  * `tests/store_conformance.ts` runs against each.
  */
-import type { Mode, User } from "../../contract/mod.ts";
+import type { Group, Mode, User } from "../../contract/mod.ts";
 import type { SessionLiveness } from "../liveness.ts";
 
 /**
@@ -40,10 +40,46 @@ export interface UserMetaRecord {
   /** Whether any session holds a connection: such users are revived after a restart. */
   held: boolean;
   /**
-   * Event sequence numbers up to this one may have been handed out; after a restart the user's
-   * stream continues above it. Absent in records written before messages existed (= 0).
+   * The last seq of the user's stream on disk (written in the same commit as that event); the
+   * stream continues above it after a restart. Absent in records written before messages
+   * existed (= 0).
    */
   seqReservedTo?: number;
+  /**
+   * The stream's epoch; set when the stream is created, changed only when it is reset. Absent
+   * in records written before streams existed (the next load gives it one).
+   */
+  epoch?: string;
+}
+
+/**
+ * One event of a user's stream, as stored. `body` is the message, JSON-encoded once when it
+ * was appended: replay, history and live delivery all send those bytes as they are.
+ */
+export interface StoredEvent {
+  seq: number;
+  /** When it was appended (server clock, ms): retention by age measures from here. */
+  at: number;
+  body: string;
+}
+
+/**
+ * The first result of a user's send with a client-chosen id: a retry answers with it. Kept as
+ * long as the stream's retention.
+ */
+export interface SendRecord {
+  clientMessageId: string;
+  /** The message as receivers see it (JSON). */
+  body: string;
+  /** Its seq in the sender's stream. */
+  seq: number;
+  at: number;
+}
+
+/** Whose presence reaches whom: a user's roles and friend list, set by the server API. */
+export interface ProfileRecord {
+  roles: string[];
+  friends: string[];
 }
 
 /** The durable state of one user, as loaded. */
@@ -61,6 +97,17 @@ export interface UserStateChange {
   meta: UserMetaRecord;
   putSessions: SessionRecord[];
   deleteSessions: string[];
+  /** Events appended to the user's stream, in seq order. */
+  appendEvents?: StoredEvent[];
+  /** Events to delete (retention by count): seqs `from` ≤ seq < `below`. */
+  dropEvents?: { from: number; below: number };
+  /** Send results to remember (idempotent retries). */
+  sendRecords?: SendRecord[];
+  /**
+   * How long events and send records of this change are kept (retention by age): an engine
+   * may let them expire after this, and readers ignore older ones either way.
+   */
+  retentionMs?: number;
 }
 
 export interface GatewayStore {
@@ -79,6 +126,27 @@ export interface GatewayStore {
   saveUserStates(changes: UserStateChange[]): Promise<void>;
   /** Users that held a connection when last written: revived at start-up. */
   listHeldUsers(): Promise<Array<{ appId: string; uid: string }>>;
+
+  /** Up to `limit` events of a user's stream with seq > `afterSeq`, in seq order. */
+  readEvents(appId: string, uid: string, afterSeq: number, limit: number): Promise<StoredEvent[]>;
+  /** The result of a user's earlier send with this client id, if one is kept. */
+  getSendRecord(appId: string, uid: string, clientMessageId: string): Promise<SendRecord | null>;
+
+  /** Creates a group; false if the guid exists already. */
+  createGroup(appId: string, group: Group): Promise<boolean>;
+  getGroup(appId: string, guid: string): Promise<Group | null>;
+  /**
+   * Changes a group atomically (compare and set, retried on a concurrent change): `update`
+   * returns the new group, or a value of its own to give up with. Null when there is no group.
+   */
+  updateGroup<R>(
+    appId: string,
+    guid: string,
+    update: (group: Group) => { group: Group } | { refuse: R },
+  ): Promise<{ group: Group } | { refuse: R } | null>;
+
+  getProfile(appId: string, uid: string): Promise<ProfileRecord | null>;
+  putProfile(appId: string, uid: string, profile: ProfileRecord): Promise<void>;
 
   close(): void;
 }

@@ -79,6 +79,29 @@ class ProcessStore implements GatewayStore {
     write.then(done, done);
     return write;
   }
+  readEvents(...args: Parameters<GatewayStore["readEvents"]>) {
+    return this.kv.readEvents(...args);
+  }
+  getSendRecord(...args: Parameters<GatewayStore["getSendRecord"]>) {
+    return this.kv.getSendRecord(...args);
+  }
+  createGroup(...args: Parameters<GatewayStore["createGroup"]>) {
+    return this.kv.createGroup(...args);
+  }
+  getGroup(...args: Parameters<GatewayStore["getGroup"]>) {
+    return this.kv.getGroup(...args);
+  }
+  updateGroup<R>(...args: Parameters<GatewayStore["updateGroup"]>) {
+    return this.kv.updateGroup<R>(
+      ...(args as [string, string, Parameters<GatewayStore["updateGroup"]>[2]]),
+    ) as ReturnType<GatewayStore["updateGroup"]>;
+  }
+  getProfile(...args: Parameters<GatewayStore["getProfile"]>) {
+    return this.kv.getProfile(...args);
+  }
+  putProfile(...args: Parameters<GatewayStore["putProfile"]>) {
+    return this.kv.putProfile(...args);
+  }
   /** This gateway's held users (a store shared by several test runs has one app per run). */
   async listHeldUsers() {
     return (await this.kv.listHeldUsers()).filter((held) => held.appId === this.appId);

@@ -1,0 +1,274 @@
+/**
+ * The one write path of messages, for every producer: the server API (to users, to a group),
+ * a user's `send` frame and a user's HTTP send. Each builds the message once, appends it to
+ * every receiver's stream (and to the sender's, for the sender's other sessions), waits until
+ * the store has all of it, and only then answers; the streams deliver it to the sockets when
+ * their write lands (user_state.ts).
+ *
+ * Groups are stored as member lists and a group message is copied into each member's stream:
+ * resume and history then read one stream per user, and a member added later does not see
+ * what was sent before (bench/comparisons.md has the measurement behind the choice).
+ */
+import {
+  type Message,
+  type MessageContent,
+  type ReceiverType,
+  type SendMessageReply,
+  type UserSend,
+  type UserSendReply,
+} from "../contract/mod.ts";
+import type { Clock } from "./clock.ts";
+import { toBase64Url } from "./credential.ts";
+import { GatewayError } from "./errors.ts";
+import type { GatewayStore } from "./store/types.ts";
+import type {
+  AppendedEvent,
+  EventOrigin,
+  LiveSession,
+  SendOutcome,
+  UserState,
+  UserStates,
+} from "./user_state.ts";
+
+/**
+ * Largest message, as JSON. Deno KV keeps at most 64 KiB per value; a message is stored whole
+ * in each receiver's stream.
+ */
+export const MAX_MESSAGE_BYTES = 60_000;
+
+/** Recent client ids remembered in memory per user (older ones are found in the store). */
+const SENDS_IN_MEMORY = 256;
+
+const utf8 = new TextEncoder();
+
+export class Messaging {
+  readonly #store: GatewayStore;
+  readonly #users: UserStates;
+  readonly #clock: Clock;
+  /**
+   * Users known to exist, per app. Users are never deleted, so a positive answer stays true;
+   * the store is asked once per user, not once per send.
+   */
+  readonly #existing = new Map<string, Set<string>>();
+
+  constructor(store: GatewayStore, users: UserStates, clock: Clock) {
+    this.#store = store;
+    this.#users = users;
+    this.#clock = clock;
+  }
+
+  /** The uids of `uids` that do not exist. */
+  async missingUsers(appId: string, uids: readonly string[]): Promise<string[]> {
+    let known = this.#existing.get(appId);
+    if (known === undefined) this.#existing.set(appId, known = new Set());
+    const unknown = uids.filter((uid) => !known.has(uid));
+    if (unknown.length === 0) return unknown;
+    const found = await Promise.all(unknown.map((uid) => this.#store.getUser(appId, uid)));
+    const missing: string[] = [];
+    unknown.forEach((uid, i) => {
+      if (found[i] === null) missing.push(uid);
+      else known.add(uid);
+    });
+    return missing;
+  }
+
+  /** Throws ERR_UID_NOT_FOUND naming every uid of `uids` that does not exist. */
+  async requireUsers(appId: string, uids: readonly string[]): Promise<void> {
+    const missing = await this.missingUsers(appId, uids);
+    if (missing.length > 0) {
+      // Nothing is sent unless every recipient exists: a typo must not half-deliver.
+      throw new GatewayError(
+        "ERR_UID_NOT_FOUND",
+        `No user ${missing.map((uid) => `'${uid}'`).join(", ")} exists.`,
+        { uids: missing },
+      );
+    }
+  }
+
+  /** The members of a group; throws ERR_GUID_NOT_FOUND. */
+  async membersOf(appId: string, guid: string): Promise<string[]> {
+    const group = await this.#store.getGroup(appId, guid);
+    if (group === null) throw new GatewayError("ERR_GUID_NOT_FOUND", `No group '${guid}' exists.`);
+    return group.members;
+  }
+
+  /** The server API's send to users: one copy per recipient, each with its own `to`. */
+  async sendFromServer(
+    appId: string,
+    to: readonly string[],
+    from: string | null,
+    content: MessageContent,
+  ): Promise<SendMessageReply> {
+    await this.requireUsers(appId, from === null ? to : [...to, from]);
+    const id = newMessageId();
+    const sentAt = this.#clock.now();
+    return await this.#withStates(appId, from === null ? to : [...to, from], async (states) => {
+      const recipients = to.map((uid, i) => {
+        const message: Message = { ...content, id, from, receiverType: "user", to: uid, sentAt };
+        const body = encodeMessage(message);
+        const event = states[i].append(body);
+        // The sender's other sessions see what was sent on their behalf.
+        if (from !== null && from !== uid) states[to.length].append(body);
+        return { uid, event };
+      });
+      await this.#users.runtime.durable();
+      return { id, sentAt, recipients: recipients.map(receipt) };
+    });
+  }
+
+  /** The server API's send to a group: a copy in every member's stream. */
+  async sendToGroup(
+    appId: string,
+    guid: string,
+    from: string | null,
+    content: MessageContent,
+  ): Promise<SendMessageReply> {
+    const members = await this.membersOf(appId, guid);
+    if (from !== null && !members.includes(from)) {
+      throw new GatewayError("ERR_NOT_A_MEMBER", `'${from}' is not a member of '${guid}'.`);
+    }
+    const id = newMessageId();
+    const sentAt = this.#clock.now();
+    const message: Message = { ...content, id, from, receiverType: "group", to: guid, sentAt };
+    const body = encodeMessage(message);
+    return await this.#withStates(appId, members, async (states) => {
+      const recipients = states.map((state) => ({ uid: state.uid, event: state.append(body) }));
+      await this.#users.runtime.durable();
+      return {
+        id,
+        sentAt,
+        // The sender's own copy is for its other sessions, not a recipient's.
+        recipients: recipients.filter((r) => r.uid !== from).map(receipt),
+      };
+    });
+  }
+
+  /**
+   * A logged-in user's send (frame or HTTP). Idempotent by `clientMessageId`: a retry answers
+   * with the first result, also after a restart. The sending session gets its own copy as
+   * `sent` (over its socket, in stream order) instead of a `message`.
+   */
+  sendFromUser(
+    sender: UserState,
+    session: LiveSession,
+    send: UserSend,
+    frameId?: string | number,
+  ): Promise<SendOutcome> {
+    const cid = send.clientMessageId;
+    const earlier = sender.sends.get(cid);
+    if (earlier !== undefined) return earlier.then((outcome) => ({ ...outcome, duplicate: true }));
+    const work = this.#sendOnce(sender, session, send, frameId);
+    sender.sends.set(cid, work);
+    if (sender.sends.size > SENDS_IN_MEMORY) {
+      sender.sends.delete(sender.sends.keys().next().value!);
+    }
+    // A refused or failed send is not remembered: it created nothing, and may be tried again.
+    work.catch(() => {
+      if (sender.sends.get(cid) === work) sender.sends.delete(cid);
+    });
+    return work;
+  }
+
+  async #sendOnce(
+    sender: UserState,
+    session: LiveSession,
+    send: UserSend,
+    frameId?: string | number,
+  ): Promise<SendOutcome> {
+    const appId = sender.appId;
+    const kept = await this.#store.getSendRecord(appId, sender.uid, send.clientMessageId);
+    if (kept !== null) return { body: kept.body, seq: kept.seq, duplicate: true };
+    const receivers = await this.#receiversOf(appId, sender.uid, send.receiverType, send.receiver);
+    const message: Message = {
+      ...send.message,
+      id: newMessageId(),
+      from: sender.uid,
+      receiverType: send.receiverType,
+      to: send.receiver,
+      clientMessageId: send.clientMessageId,
+      sentAt: this.#clock.now(),
+    };
+    const body = encodeMessage(message);
+    const others = receivers.filter((uid) => uid !== sender.uid);
+    return await this.#withStates(appId, others, async (states) => {
+      for (const state of states) state.append(body);
+      const origin: EventOrigin = { session, frameId };
+      const own = sender.append(body, origin);
+      sender.recordSend({
+        clientMessageId: send.clientMessageId,
+        body,
+        seq: own.seq,
+        at: own.at,
+      });
+      await this.#users.runtime.durable();
+      return { body, seq: own.seq, duplicate: false };
+    });
+  }
+
+  /** Who receives a user's message: the user, or every member of the group. */
+  async #receiversOf(
+    appId: string,
+    sender: string,
+    receiverType: ReceiverType,
+    receiver: string,
+  ): Promise<string[]> {
+    if (receiverType === "user") {
+      await this.requireUsers(appId, [receiver]);
+      return [receiver];
+    }
+    const members = await this.membersOf(appId, receiver);
+    if (!members.includes(sender)) {
+      throw new GatewayError("ERR_NOT_A_MEMBER", `'${sender}' is not a member of '${receiver}'.`);
+    }
+    return members;
+  }
+
+  /**
+   * Runs `work` with the state objects of `uids` (in memory for connected users, loaded once
+   * for the others, whose streams still count), each pinned until it is done so that none is
+   * evicted while the send waits for the store.
+   */
+  async #withStates<T>(
+    appId: string,
+    uids: readonly string[],
+    work: (states: UserState[]) => Promise<T>,
+  ): Promise<T> {
+    const pinned = (state: UserState) => (state.pin(), state);
+    const settled = await Promise.allSettled(uids.map((uid) => {
+      const held = this.#users.peek(appId, uid);
+      return held !== undefined ? pinned(held) : this.#users.get(appId, uid).then(pinned);
+    }));
+    const states = settled.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
+    try {
+      const failed = settled.find((r) => r.status === "rejected");
+      if (failed !== undefined) throw failed.reason;
+      return await work(states);
+    } finally {
+      for (const state of states) state.unpin();
+    }
+  }
+}
+
+/** The answer to a user's send, from its outcome. */
+export function userSendReply(outcome: SendOutcome): UserSendReply {
+  return { message: JSON.parse(outcome.body), seq: outcome.seq, duplicate: outcome.duplicate };
+}
+
+function receipt({ uid, event }: { uid: string; event: AppendedEvent }) {
+  return { uid, seq: event.seq, deliveredTo: event.deliveredTo };
+}
+
+/** A message's JSON, refused when a stream could not store it. */
+function encodeMessage(message: Message): string {
+  const body = JSON.stringify(message);
+  if (body.length * 3 > MAX_MESSAGE_BYTES && utf8.encode(body).length > MAX_MESSAGE_BYTES) {
+    throw new GatewayError("ERR_PAYLOAD_TOO_LARGE", undefined, {
+      limitBytes: MAX_MESSAGE_BYTES,
+    });
+  }
+  return body;
+}
+
+function newMessageId(): string {
+  return `msg_${toBase64Url(crypto.getRandomValues(new Uint8Array(18)))}`;
+}
