@@ -628,7 +628,7 @@ function payloadBytes(input: WsInput): number {
 }
 
 /** A frame that answers a client frame. */
-type Reply = Extract<ServerFrame, { type: "pong" | "state" | "error" | "connected" }>;
+type Reply = Extract<ServerFrame, { type: "pong" | "state" | "error" | "connected" | "sent" }>;
 
 type LaneKind = "anonymous" | "credentialed" | "connected";
 

@@ -91,11 +91,8 @@ class ProcessStore implements GatewayStore {
   getGroup(...args: Parameters<GatewayStore["getGroup"]>) {
     return this.kv.getGroup(...args);
   }
-  updateGroup<R>(...args: Parameters<GatewayStore["updateGroup"]>) {
-    return this.kv.updateGroup<R>(
-      ...(args as [string, string, Parameters<GatewayStore["updateGroup"]>[2]]),
-    ) as ReturnType<GatewayStore["updateGroup"]>;
-  }
+  updateGroup: GatewayStore["updateGroup"] = (appId, guid, update) =>
+    this.kv.updateGroup(appId, guid, update);
   getProfile(...args: Parameters<GatewayStore["getProfile"]>) {
     return this.kv.getProfile(...args);
   }
