@@ -256,6 +256,49 @@ Deno.test("ERR_UID_ALREADY_EXISTS: creating a user twice (409)", async () => {
   );
 });
 
+Deno.test("group codes: ERR_GUID_NOT_FOUND, ERR_GUID_ALREADY_EXISTS, ERR_NOT_A_MEMBER, ERR_GROUP_MEMBER_LIMIT", async () => {
+  // A thousand users to create: the per-address HTTP budget must not get in the way.
+  await using gateway = await startTestGateway({ httpRatePerSec: 100_000 });
+  const groups = "/v1/apps/demo/groups";
+  const created = await post(gateway, groups, { guid: "g1", members: ["superhero1"] }, API_KEY);
+  assert.equal(created.status, 201);
+  await created.body?.cancel();
+  await expectHttpError(post(gateway, groups, { guid: "g1" }, API_KEY), "ERR_GUID_ALREADY_EXISTS");
+  await expectHttpError(
+    post(gateway, `${groups}/nope/messages`, { message: { kind: "text", text: "hi" } }, API_KEY),
+    "ERR_GUID_NOT_FOUND",
+  );
+  // A user's send to a group they are not in, over HTTP and over the socket.
+  const { credential } = await login(gateway, "auto", "superhero2");
+  const send = {
+    clientMessageId: "c1",
+    receiverType: "group",
+    receiver: "g1",
+    message: { kind: "text", text: "hi" },
+  } as const;
+  await expectHttpError(
+    post(gateway, "/v1/session/messages", send, bearer(credential)),
+    "ERR_NOT_A_MEMBER",
+  );
+  await using socket = (await TestSocket.connect(gateway, credential)).socket;
+  socket.send({ type: "send", id: 4, ...send });
+  const refused = await socket.next("error");
+  assert.deepEqual([refused.id, refused.errorCode], [4, "ERR_NOT_A_MEMBER"]);
+  // 1 000 members at most: the 1 001st is refused and the group is unchanged.
+  for (let i = 0; i < 1_000; i += 100) {
+    const uids = Array.from({ length: 100 }, (_, j) => `m${i + j}`);
+    await Promise.all(uids.map(async (uid) => {
+      const res = await post(gateway, "/v1/apps/demo/users", { uid }, API_KEY);
+      await res.body?.cancel();
+    }));
+    const res = await post(gateway, `${groups}/g1/members`, { members: uids }, API_KEY);
+    assert.equal(res.status, i < 900 ? 200 : 409, `batch ${i}`);
+    await (i < 900 ? res.body?.cancel() : expectHttpError(res, "ERR_GROUP_MEMBER_LIMIT"));
+  }
+  const group = await (await fetch(`${gateway.url}${groups}/g1`, { headers: API_KEY })).json();
+  assert.equal(group.members.length, 901);
+});
+
 Deno.test("ERR_INVALID_AUTH_KEY: dev login with a wrong authKey (401)", async () => {
   await using gateway = await startTestGateway();
   await expectHttpError(

@@ -1201,6 +1201,32 @@ function hasBody(route: AppRoute): boolean {
 }
 
 const uidRef = fc.nat().map((i): J => ({ k: "ref", ref: "uid", i }));
+const messageContent: fc.Arbitrary<J> =
+      fc.oneof(
+        objectOf([
+          Field("kind", fc.constant(lit("text"))),
+          Field("text", fc.string({ minLength: 1, maxLength: 200 }).map(lit)),
+        ]),
+        objectOf([
+          Field("kind", fc.constant(lit("custom"))),
+          Field("customType", fc.string({ minLength: 1, maxLength: 64 }).map(lit)),
+          Field(
+            "data",
+            fc.oneof(
+              fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 3 }), {
+                maxKeys: 4,
+              }).map(fromValue),
+              deepNest.map((d): J => obj([["a", d]])),
+            ),
+          ),
+        ]),
+      );
+const guidLit = fc.constantFrom("g1", "g2", "no-such-group").map(lit);
+const uidList = (min: number) =>
+  fc.uniqueArray(fc.nat(SEED_UIDS.length - 1), { minLength: min, maxLength: 4 }).map((
+    ids,
+  ): J => ({ k: "arr", items: ids.map((i): J => ({ k: "ref", ref: "uid", i })) }));
+
 /** Valid bodies, by hand from each body schema. */
 const validBodies: Record<string, fc.Arbitrary<J>> = {
   init: objectOf([
@@ -1248,28 +1274,29 @@ const validBodies: Record<string, fc.Arbitrary<J>> = {
       ),
     ),
     Field("from", uidRef, true),
-    Field(
-      "message",
-      fc.oneof(
-        objectOf([
-          Field("kind", fc.constant(lit("text"))),
-          Field("text", fc.string({ minLength: 1, maxLength: 200 }).map(lit)),
-        ]),
-        objectOf([
-          Field("kind", fc.constant(lit("custom"))),
-          Field("customType", fc.string({ minLength: 1, maxLength: 64 }).map(lit)),
-          Field(
-            "data",
-            fc.oneof(
-              fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 3 }), {
-                maxKeys: 4,
-              }).map(fromValue),
-              deepNest.map((d): J => obj([["a", d]])),
-            ),
-          ),
-        ]),
-      ),
-    ),
+    Field("message", messageContent),
+  ]),
+  "session.send": objectOf([
+    Field("clientMessageId", fc.string({ minLength: 1, maxLength: 64 }).map(lit)),
+    Field("receiverType", fc.constantFrom("user", "group").map(lit)),
+    Field("receiver", fc.oneof(uidRef, guidLit)),
+    Field("message", messageContent),
+  ]),
+  "server.setRoles": objectOf([
+    Field("roles", fc.array(fc.string({ minLength: 1, maxLength: 64 }), { maxLength: 5 }).map(
+      fromValue,
+    )),
+  ]),
+  "server.setFriends": objectOf([Field("friends", uidList(0))]),
+  "server.createGroup": objectOf([
+    Field("guid", guidLit),
+    Field("name", fc.string({ minLength: 1, maxLength: 200 }).map(lit), true),
+    Field("members", uidList(0), true),
+  ]),
+  "server.addMembers": objectOf([Field("members", uidList(1))]),
+  "server.sendGroupMessage": objectOf([
+    Field("from", uidRef, true),
+    Field("message", messageContent),
   ]),
 };
 for (const { name, route } of ROUTES) {
@@ -1337,6 +1364,8 @@ function paramArb(name: string): fc.Arbitrary<PathPart> {
     ? fc.constant(DEV_APP.appId)
     : name === "uid"
     ? fc.nat().map((i): PathPart => ({ ref: "uid", i }))
+    : name === "guid"
+    ? fc.constantFrom<PathPart>("g1", "g2", "no-such-group")
     : fc.nat().map((i): PathPart => ({ ref: "token", i }));
   const lookalike = name === "appId"
     ? fc.stringMatching(/^[A-Za-z0-9_-]{1,64}$/)

@@ -3,7 +3,7 @@
  * short window (FAST: 400 ms). Asserts frames, close codes and the server's status read.
  */
 import assert from "node:assert/strict";
-import { DEV_APP } from "../gateway/mod.ts";
+import { DEFAULTS, DEV_APP } from "../gateway/mod.ts";
 import { closeCodeTable, type SessionView } from "../contract/mod.ts";
 import {
   API_KEY,
@@ -49,6 +49,8 @@ Deno.test("auto/foreground: connected, heartbeats answered, status connected", a
     heartbeatIntervalMs: FAST.heartbeatIntervalMs,
     pongTimeoutMs: FAST.pongTimeoutMs,
     idleTimeoutMs: FAST.idleTimeoutMs,
+    typingTimeoutMs: DEFAULTS.typingTimeoutMs,
+    presenceIntervalMs: DEFAULTS.presenceIntervalMs,
   });
   socket.send({ type: "ping", id: 7 });
   const pong = await socket.next("pong");

@@ -215,6 +215,8 @@ Deno.test("a peer that stops reading is closed as slow_consumer; others are unaf
   await using gateway = await startTestGateway({
     maxBufferedBytes: 256 * 1024,
     maxBodyBytes: 1024 * 1024,
+    // The reader sends no heartbeats while the sends fill the stalled peer's buffers.
+    idleTimeoutMs: 60_000,
   });
   const slow = await login(gateway, "auto", "superhero1");
   const fast = await login(gateway, "auto", "superhero2");

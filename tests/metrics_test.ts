@@ -47,7 +47,18 @@ Deno.test("metrics: hot-path fields appear as counters at scrape time", async ()
   assertSample(lines, 'gateway_pings_total{source="http"} 1');
   assert.deepEqual(
     frameInTypes,
-    ["connect", "ping", "app_state", "disconnect", "invalid", "binary", "control"],
+    [
+      "connect",
+      "ping",
+      "app_state",
+      "disconnect",
+      "send",
+      "start_typing",
+      "end_typing",
+      "invalid",
+      "binary",
+      "control",
+    ],
   );
 });
 
