@@ -9,16 +9,17 @@
  * resume and history then read one stream per user, and a member added later does not see
  * what was sent before (bench/comparisons.md has the measurement behind the choice).
  */
-import {
-  type Message,
-  type MessageContent,
-  type ReceiverType,
-  type SendMessageReply,
-  type UserSend,
-  type UserSendReply,
+import type {
+  Message,
+  MessageContent,
+  ReceiverType,
+  SendMessageReply,
+  UserSend,
+  UserSendReply,
 } from "../contract/mod.ts";
 import type { Clock } from "./clock.ts";
 import { toBase64Url } from "./credential.ts";
+import { sha256 } from "./hmac_sha256.ts";
 import { GatewayError } from "./errors.ts";
 import type { GatewayStore } from "./store/types.ts";
 import type {
@@ -175,13 +176,30 @@ export class Messaging {
     send: UserSend,
     frameId?: string | number,
   ): Promise<SendOutcome> {
+    // Kept in memory (and its seqs with it) until the send is written.
+    sender.pin();
+    try {
+      return await this.#sendAsUser(sender, session, send, frameId);
+    } finally {
+      sender.unpin();
+    }
+  }
+
+  async #sendAsUser(
+    sender: UserState,
+    session: LiveSession,
+    send: UserSend,
+    frameId?: string | number,
+  ): Promise<SendOutcome> {
     const appId = sender.appId;
     const kept = await this.#store.getSendRecord(appId, sender.uid, send.clientMessageId);
     if (kept !== null) return { body: kept.body, seq: kept.seq, duplicate: true };
     const receivers = await this.#receiversOf(appId, sender.uid, send.receiverType, send.receiver);
     const message: Message = {
       ...send.message,
-      id: newMessageId(),
+      // Derived from the client's id: should a crash cut a large send in half and the retry
+      // append it again, receivers can still tell the two copies are one message.
+      id: userMessageId(appId, sender.uid, send.clientMessageId),
       from: sender.uid,
       receiverType: send.receiverType,
       to: send.receiver,
@@ -267,6 +285,11 @@ function encodeMessage(message: Message): string {
     });
   }
   return body;
+}
+
+function userMessageId(appId: string, uid: string, clientMessageId: string): string {
+  const digest = sha256(utf8.encode(`${appId}\u0000${uid}\u0000${clientMessageId}`));
+  return `msg_${toBase64Url(digest.subarray(0, 18))}`;
 }
 
 function newMessageId(): string {

@@ -34,7 +34,6 @@ import type {
   CloseReason,
   DisconnectReason,
   ErrorCode,
-  Message,
   Mode,
   ServerFrame,
   SessionView,

@@ -1201,26 +1201,25 @@ function hasBody(route: AppRoute): boolean {
 }
 
 const uidRef = fc.nat().map((i): J => ({ k: "ref", ref: "uid", i }));
-const messageContent: fc.Arbitrary<J> =
+const messageContent: fc.Arbitrary<J> = fc.oneof(
+  objectOf([
+    Field("kind", fc.constant(lit("text"))),
+    Field("text", fc.string({ minLength: 1, maxLength: 200 }).map(lit)),
+  ]),
+  objectOf([
+    Field("kind", fc.constant(lit("custom"))),
+    Field("customType", fc.string({ minLength: 1, maxLength: 64 }).map(lit)),
+    Field(
+      "data",
       fc.oneof(
-        objectOf([
-          Field("kind", fc.constant(lit("text"))),
-          Field("text", fc.string({ minLength: 1, maxLength: 200 }).map(lit)),
-        ]),
-        objectOf([
-          Field("kind", fc.constant(lit("custom"))),
-          Field("customType", fc.string({ minLength: 1, maxLength: 64 }).map(lit)),
-          Field(
-            "data",
-            fc.oneof(
-              fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 3 }), {
-                maxKeys: 4,
-              }).map(fromValue),
-              deepNest.map((d): J => obj([["a", d]])),
-            ),
-          ),
-        ]),
-      );
+        fc.dictionary(fc.string({ maxLength: 8 }), fc.jsonValue({ maxDepth: 3 }), {
+          maxKeys: 4,
+        }).map(fromValue),
+        deepNest.map((d): J => obj([["a", d]])),
+      ),
+    ),
+  ]),
+);
 const guidLit = fc.constantFrom("g1", "g2", "no-such-group").map(lit);
 const uidList = (min: number) =>
   fc.uniqueArray(fc.nat(SEED_UIDS.length - 1), { minLength: min, maxLength: 4 }).map((
@@ -1283,9 +1282,12 @@ const validBodies: Record<string, fc.Arbitrary<J>> = {
     Field("message", messageContent),
   ]),
   "server.setRoles": objectOf([
-    Field("roles", fc.array(fc.string({ minLength: 1, maxLength: 64 }), { maxLength: 5 }).map(
-      fromValue,
-    )),
+    Field(
+      "roles",
+      fc.array(fc.string({ minLength: 1, maxLength: 64 }), { maxLength: 5 }).map(
+        fromValue,
+      ),
+    ),
   ]),
   "server.setFriends": objectOf([Field("friends", uidList(0))]),
   "server.createGroup": objectOf([

@@ -158,9 +158,11 @@ export function storeConformance(engine: string, open: () => Promise<GatewayStor
     assert.deepEqual(await store.getGroup("app", "g1"), group);
     assert.equal(await store.getGroup("other", "g1"), null);
     // Concurrent updates: none is lost.
-    await Promise.all(["b", "c", "d"].map((uid) =>
-      store.updateGroup("app", "g1", (g) => ({ group: { ...g, members: [...g.members, uid] } }))
-    ));
+    await Promise.all(
+      ["b", "c", "d"].map((uid) =>
+        store.updateGroup("app", "g1", (g) => ({ group: { ...g, members: [...g.members, uid] } }))
+      ),
+    );
     assert.deepEqual((await store.getGroup("app", "g1"))?.members.sort(), ["a", "b", "c", "d"]);
     const refused = await store.updateGroup("app", "g1", () => ({ refuse: "full" }));
     assert.deepEqual(refused, { refuse: "full" });
