@@ -9,13 +9,13 @@
  * resume and history then read one stream per user, and a member added later does not see
  * what was sent before (bench/comparisons.md has the measurement behind the choice).
  */
-import {
-  type Message,
-  type MessageContent,
-  type ReceiverType,
-  type SendMessageReply,
-  type UserSend,
-  type UserSendReply,
+import type {
+  Message,
+  MessageContent,
+  ReceiverType,
+  SendMessageReply,
+  UserSend,
+  UserSendReply,
 } from "../contract/mod.ts";
 import type { Clock } from "./clock.ts";
 import { toBase64Url } from "./credential.ts";
@@ -157,7 +157,11 @@ export class Messaging {
     const cid = send.clientMessageId;
     const earlier = sender.sends.get(cid);
     if (earlier !== undefined) return earlier.then((outcome) => ({ ...outcome, duplicate: true }));
-    const work = this.#sendOnce(sender, session, send, frameId);
+    // The sender's state object stays in memory until its copy is appended: a sender without a
+    // connection could otherwise be evicted while the send waits on the store, and the object
+    // loaded next for the same stream would hand out the same seqs again.
+    sender.pin();
+    const work = this.#sendOnce(sender, session, send, frameId).finally(() => sender.unpin());
     sender.sends.set(cid, work);
     if (sender.sends.size > SENDS_IN_MEMORY) {
       sender.sends.delete(sender.sends.keys().next().value!);

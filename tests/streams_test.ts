@@ -18,7 +18,8 @@ import {
   type StreamPosition,
   type UserSendReply,
 } from "../contract/mod.ts";
-import { DEV_APP } from "../gateway/mod.ts";
+import { DEV_APP, KvStore } from "../gateway/mod.ts";
+import type { GatewayStore } from "../gateway/store/types.ts";
 import {
   API_KEY,
   login,
@@ -1256,4 +1257,96 @@ function findHeadEnd(data: Uint8Array, length: number): number {
     }
   }
   return -1;
+}
+
+Deno.test("a sender without a connection stays in memory until its send is appended: no seq is handed out twice", async () => {
+  await using slow = await StallingSendLookups.open();
+  await using gateway = await startTestGateway({}, { store: slow.store });
+  const receiver = await login(gateway, "auto", "superhero1");
+  const sender = await login(gateway, "auto", "superhero2");
+  await using inbox = (await TestSocket.connect(gateway, receiver.credential)).socket;
+  // Its position from the history route: the sender never connects, so nothing of it is left
+  // to write when the sweep runs.
+  const start = await history(gateway, sender.credential, 0, 1);
+  const position = { epoch: start.epoch, seq: start.lastSeq };
+
+  // The send waits on its idempotency lookup while the sender holds no connection; meanwhile
+  // the eviction sweep runs (as if the sender had been idle for an hour) and the server API
+  // sends to the sender.
+  const stalled = slow.stallNext();
+  const sending = httpSendOk(
+    gateway,
+    sender.credential,
+    userSend("superhero1", "c1", "by the user"),
+  );
+  await stalled;
+  gateway.services.users.evictIdle(Date.now() + 3_600_000);
+  const acknowledged = await serverSend(gateway, ["superhero2"], "by the server");
+  slow.release();
+  const sent = await sending;
+  await expectMessages(inbox, [[1, "by the user"]]);
+
+  // Two messages, two seqs: the replay and the stored history agree on both.
+  assert.equal(acknowledged.recipients[0].seq, 1);
+  assert.equal(sent.seq, 2);
+  const { socket, connected } = await connectResume(gateway, sender.credential, position);
+  await using _ = socket;
+  assert.deepEqual(connected.stream, { ...position, seq: 2, recovered: true, replayed: 2 });
+  const replayed = await expectMessages(socket, [[1, "by the server"], [2, "by the user"]]);
+  assert.deepEqual((await history(gateway, sender.credential, 0, 10)).events, replayed);
+});
+
+/**
+ * A real Deno KV store whose idempotency lookup (`getSendRecord`) can be held: a send then
+ * waits in the middle, as it would on a slow store.
+ */
+class StallingSendLookups implements AsyncDisposable {
+  readonly store: GatewayStore;
+  /** Set by `stallNext` until a lookup takes it. */
+  #hold: { entered: () => void; gate: Promise<void> } | null = null;
+  #release: () => void = () => {};
+
+  private constructor(kv: KvStore) {
+    const lookup = kv.getSendRecord.bind(kv);
+    this.store = new Proxy(kv, {
+      get: (target, prop) => {
+        if (prop === "getSendRecord") {
+          return async (...args: Parameters<GatewayStore["getSendRecord"]>) => {
+            const hold = this.#hold;
+            if (hold !== null) {
+              this.#hold = null;
+              hold.entered();
+              await hold.gate;
+            }
+            return await lookup(...args);
+          };
+        }
+        const value = Reflect.get(target, prop);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+  }
+
+  static async open(): Promise<StallingSendLookups> {
+    return new StallingSendLookups(await KvStore.open(":memory:"));
+  }
+
+  /** Holds the next lookup until `release`; resolves once a send waits on it. */
+  stallNext(): Promise<void> {
+    let entered!: () => void;
+    const waiting = new Promise<void>((resolve) => entered = resolve);
+    const gate = new Promise<void>((resolve) => this.#release = resolve);
+    this.#hold = { entered, gate };
+    return waiting;
+  }
+
+  release(): void {
+    this.#release();
+  }
+
+  /** Lets a held lookup go (the gateway closes the store itself when it stops). */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.release();
+    return Promise.resolve();
+  }
 }
