@@ -433,7 +433,8 @@ Deno.test("a send retried after a restart answers duplicate: true and creates no
 // ---- resume ----
 
 Deno.test("a manual-mode user closed by its deadline resumes: what was sent meanwhile arrives once, in order, then live", async () => {
-  await using gateway = await startTestGateway(); // 400 ms liveness window
+  // A 1 s liveness window: short, with room for a send inside it on a busy machine.
+  await using gateway = await startTestGateway({ livenessWindowMs: 1_000 });
   const receiver = await login(gateway, "manual", "superhero1");
   const sender = await login(gateway, "auto", "superhero2");
   const first = await connectResume(gateway, receiver.credential);
@@ -506,11 +507,28 @@ async function resumeWhileSending(
   return { socket, connected, texts };
 }
 
+/**
+ * A manual-mode connection that goes to background and sends no ping: the liveness deadline
+ * closes it. Returns the position it had (nothing received: seq 0).
+ */
+async function closedByDeadline(
+  gateway: TestGateway,
+  credential: string,
+): Promise<StreamPosition> {
+  const { socket, connected } = await connectResume(gateway, credential);
+  socket.send({ type: "app_state", state: "background" });
+  assert.notEqual((await socket.next("state")).backgroundDeadline, null);
+  assert.equal((await socket.next("closing")).reason, "liveness_timeout");
+  assert.equal((await socket.closed).code, closeCodeTable.liveness_timeout);
+  return { epoch: connected.stream.epoch, seq: connected.stream.seq };
+}
+
 Deno.test("messages sent while a resume connects: the replay and the live frames meet with no gap and no duplicate", async () => {
-  await using gateway = await startTestGateway();
-  const receiver = await login(gateway, "auto", "superhero1");
+  await using gateway = await startTestGateway(); // 400 ms liveness window
+  const receiver = await login(gateway, "manual", "superhero1");
   const sender = await login(gateway, "auto", "superhero2");
-  const position = await positionOf(gateway, receiver.credential);
+  const position = await closedByDeadline(gateway, receiver.credential);
+  assert.equal(position.seq, 0);
   for (let i = 1; i <= 3; i++) await serverSend(gateway, ["superhero1"], `offline ${i}`);
 
   const { socket, connected, texts } = await resumeWhileSending(
@@ -634,6 +652,8 @@ Deno.test("a connection closed as slow_consumer resumes: every event arrives exa
   await using gateway = await startTestGateway({
     maxBufferedBytes: 256 * 1024,
     maxBodyBytes: 1024 * 1024,
+    // The stalled peer sends nothing: it must be closed for not reading, not as idle.
+    idleTimeoutMs: 60_000,
   });
   const { credential } = await login(gateway, "auto", "superhero1");
   const peer = await StalledPeer.open(gateway, credential);
@@ -692,8 +712,13 @@ Deno.test("a connection closed as slow_consumer resumes: every event arrives exa
 
 // ---- resumes that are not recovered, and the history route ----
 
-Deno.test("resume past STREAM_MAX_EVENTS: recovered false (retention); the history pages what is retained", async () => {
-  await using gateway = await startTestGateway({ streamMaxEvents: 5, streamCacheEvents: 2 });
+/**
+ * STREAM_MAX_EVENTS = 5 after 8 messages. With a large stream cache the dropped events are
+ * still in memory, so only the retention rule keeps them out; with a small one the resume and
+ * the history read the store.
+ */
+async function retentionByCount(streamCacheEvents: number): Promise<void> {
+  await using gateway = await startTestGateway({ streamMaxEvents: 5, streamCacheEvents });
   const { credential } = await login(gateway, "auto", "superhero1");
   const position = await positionOf(gateway, credential);
   for (let i = 1; i <= 8; i++) await serverSend(gateway, ["superhero1"], `m${i}`);
@@ -740,16 +765,24 @@ Deno.test("resume past STREAM_MAX_EVENTS: recovered false (retention); the histo
   await using _inside = inside.socket;
   assert.deepEqual(inside.connected.stream, { ...position, seq: 9, recovered: true, replayed: 3 });
   await expectMessages(inside.socket, [[7, "m7"], [8, "m8"], [9, "marker 9"]]);
+}
+
+Deno.test("resume past STREAM_MAX_EVENTS: recovered false (retention); the history pages what is retained", async () => {
+  await retentionByCount(512);
+});
+
+Deno.test("resume past STREAM_MAX_EVENTS, read from the store: the same answers", async () => {
+  await retentionByCount(2);
 });
 
 Deno.test("resume past STREAM_RETENTION_MS: recovered false (retention); the history leaves out expired events", async () => {
   const clock = new OffsetClock();
-  await using gateway = await startTestGateway({ streamRetentionMs: 1_000 }, { clock });
+  await using gateway = await startTestGateway({ streamRetentionMs: 60_000 }, { clock });
   const { credential } = await login(gateway, "auto", "superhero1");
   const position = await positionOf(gateway, credential);
   await serverSend(gateway, ["superhero1"], "old 1");
   await serverSend(gateway, ["superhero1"], "old 2");
-  clock.offset += 1_500;
+  clock.offset += 90_000;
   await serverSend(gateway, ["superhero1"], "fresh");
 
   const gone = await connectResume(gateway, credential, position);
@@ -1131,6 +1164,10 @@ Deno.test("group messages reach every member's sessions with each member's own s
     [["superhero1", 6], ["superhero3", 4]],
   );
   await expectMessages(socketA1, [[6, "without superhero2"]]);
+  socketB1.send({ type: "send", id: "g2", ...userSend("team", "g-2", "still here?", "group") });
+  const removedSend = await socketB1.next("error");
+  assert.equal(removedSend.id, "g2");
+  assert.equal(removedSend.errorCode, "ERR_NOT_A_MEMBER");
   await expectMarkerNext(gateway, "superhero2", [socketB1, socketB2], 4);
   await expectMarkerNext(gateway, "superhero4", [socketOut], 1);
 
