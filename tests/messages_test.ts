@@ -215,6 +215,9 @@ Deno.test("a peer that stops reading is closed as slow_consumer; others are unaf
   await using gateway = await startTestGateway({
     maxBufferedBytes: 256 * 1024,
     maxBodyBytes: 1024 * 1024,
+    // Neither peer sends anything while the buffers fill (each message is written to the store
+    // first, so that takes seconds): they must not be closed as idle meanwhile.
+    idleTimeoutMs: 60_000,
   });
   const slow = await login(gateway, "auto", "superhero1");
   const fast = await login(gateway, "auto", "superhero2");
