@@ -158,7 +158,11 @@ export class Messaging {
     const cid = send.clientMessageId;
     const earlier = sender.sends.get(cid);
     if (earlier !== undefined) return earlier.then((outcome) => ({ ...outcome, duplicate: true }));
-    const work = this.#sendOnce(sender, session, send, frameId);
+    // The sender's state object stays in memory until its copy is appended: a sender without a
+    // connection could otherwise be evicted while the send waits on the store, and the object
+    // loaded next for the same stream would hand out the same seqs again.
+    sender.pin();
+    const work = this.#sendOnce(sender, session, send, frameId).finally(() => sender.unpin());
     sender.sends.set(cid, work);
     if (sender.sends.size > SENDS_IN_MEMORY) {
       sender.sends.delete(sender.sends.keys().next().value!);

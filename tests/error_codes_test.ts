@@ -5,13 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { type ErrorCode, errorCodes, statusOf } from "../contract/mod.ts";
-import type { Clock } from "../gateway/clock.ts";
 import { DEV_APP, KvStore } from "../gateway/mod.ts";
 import type { GatewayStore } from "../gateway/store/types.ts";
 import {
   API_KEY,
   delay,
   login,
+  OffsetClock,
   startTestGateway,
   type TestGateway,
   TestSocket,
@@ -156,15 +156,6 @@ Deno.test("ERR_INVALID_API_KEY: server API without or with a wrong apikey (401)"
     "ERR_INVALID_API_KEY",
   );
 });
-
-/** A clock whose time a test can move forward (only `now` moves; timers are real). */
-class OffsetClock implements Clock {
-  offset = 0;
-  now = () => Date.now() + this.offset;
-  setTimer = (cb: () => void, ms: number) =>
-    setTimeout(cb, ms) as unknown as ReturnType<Clock["setTimer"]>;
-  clearTimer = (h: ReturnType<Clock["setTimer"]>) => clearTimeout(h as number);
-}
 
 Deno.test("AUTH_ERR_AUTH_TOKEN_NOT_FOUND: unknown, revoked and expired tokens; bad credentials (401)", async () => {
   const clock = new OffsetClock();

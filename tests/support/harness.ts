@@ -6,6 +6,7 @@ import { createRestClient, decodeServerFrame, encodeClientFrame } from "../../cl
 import type { ClientFrameInput, Mode, ServerFrame, ServerFrameOf } from "../../contract/mod.ts";
 import { DEV_APP, type GatewayConfig, startGateway, type StartOptions } from "../../gateway/mod.ts";
 import type { RunningGateway } from "../../gateway/server.ts";
+import type { Clock, TimerHandle } from "../../gateway/clock.ts";
 
 /** Short timings so lifecycle tests run in well under a second each. */
 export const FAST: Partial<GatewayConfig> = {
@@ -93,7 +94,8 @@ export class TestSocket implements AsyncDisposable {
     });
   }
 
-  static async open(gateway: TestGateway, credential: string): Promise<TestSocket> {
+  /** `gateway`: an in-process gateway, or anything with its WebSocket URL (a GatewayProcess). */
+  static async open(gateway: { wsUrl: string }, credential: string): Promise<TestSocket> {
     const socket = new TestSocket(`${gateway.wsUrl}?credential=${encodeURIComponent(credential)}`);
     await socket.opened;
     return socket;
@@ -101,7 +103,7 @@ export class TestSocket implements AsyncDisposable {
 
   /** Opens and completes the handshake. */
   static async connect(
-    gateway: TestGateway,
+    gateway: { wsUrl: string },
     credential: string,
     handshake: Omit<Extract<ClientFrameInput, { type: "connect" }>, "type"> = {},
   ): Promise<{ socket: TestSocket; connected: ServerFrameOf<"connected"> }> {
@@ -183,4 +185,16 @@ export class TestSocket implements AsyncDisposable {
 
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * A clock a test can move forward (`offset`): only `now` moves, timers are real, so a whole
+ * gateway runs on it without pumping (a ManualClock would stall its group commits).
+ */
+export class OffsetClock implements Clock {
+  offset = 0;
+  now = (): number => Date.now() + this.offset;
+  setTimer = (callback: () => void, delayMs: number): TimerHandle =>
+    setTimeout(callback, delayMs) as unknown as TimerHandle;
+  clearTimer = (handle: TimerHandle): void => clearTimeout(handle as number);
 }
