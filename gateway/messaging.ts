@@ -162,7 +162,7 @@ export class Messaging {
     // connection could otherwise be evicted while the send waits on the store, and the object
     // loaded next for the same stream would hand out the same seqs again.
     sender.pin();
-    const work = this.#sendOnce(sender, session, send, frameId).finally(() => sender.unpin());
+    const work = this.#sendAsUser(sender, session, send, frameId).finally(() => sender.unpin());
     sender.sends.set(cid, work);
     if (sender.sends.size > SENDS_IN_MEMORY) {
       sender.sends.delete(sender.sends.keys().next().value!);
@@ -172,21 +172,6 @@ export class Messaging {
       if (sender.sends.get(cid) === work) sender.sends.delete(cid);
     });
     return work;
-  }
-
-  async #sendOnce(
-    sender: UserState,
-    session: LiveSession,
-    send: UserSend,
-    frameId?: string | number,
-  ): Promise<SendOutcome> {
-    // Kept in memory (and its seqs with it) until the send is written.
-    sender.pin();
-    try {
-      return await this.#sendAsUser(sender, session, send, frameId);
-    } finally {
-      sender.unpin();
-    }
   }
 
   async #sendAsUser(
