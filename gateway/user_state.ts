@@ -472,6 +472,8 @@ export class UserState {
     if (resume === undefined) return refuse("no_position");
     if (resume.epoch !== this.#epoch) return refuse("epoch_changed");
     if (resume.seq > head) return refuse("ahead_of_stream");
+    // Caught up: nothing to replay, whatever retention has dropped since.
+    if (resume.seq === head) return { kind: "ready", stream: status(undefined, 0), frames: [] };
     if (head - resume.seq > options.replayLimit) return refuse("replay_limit");
     if (resume.seq + 1 < Math.max(this.#droppedBelow, head - options.maxEvents + 1)) {
       return refuse("retention");
