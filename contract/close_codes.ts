@@ -61,8 +61,12 @@ export const CloseReasonSchema = z.enum(closeReasons).meta({
   description: "Why the server closed a connection.",
 });
 
-/** Deadline-driven reasons: the lifecycle engine schedules these. */
-export type DeadlineReason = "background_timeout" | "liveness_timeout";
+/**
+ * Deadline-driven reasons: the lifecycle engine schedules these. `server_shutdown` is the end of
+ * a restart grace (a session that held a connection when the gateway crashed, kept online for
+ * its client to come back: gateway/liveness.ts `restore`).
+ */
+export type DeadlineReason = "background_timeout" | "liveness_timeout" | "server_shutdown";
 
 /** Reason for a close code, or undefined for codes the gateway does not send. */
 export function reasonOfCloseCode(code: number): CloseReason | undefined {

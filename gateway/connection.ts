@@ -23,7 +23,13 @@ import {
 import type { DeadlineWheel } from "./deadline_wheel.ts";
 import { idleCheck, type LivenessEvent } from "./liveness.ts";
 import { TokenBucket } from "./rate_limit.ts";
-import { type LiveSession, sentFrame, type SocketPort, type UserState } from "./user_state.ts";
+import {
+  type EventFrameType,
+  type LiveSession,
+  sentFrame,
+  type SocketPort,
+  type UserState,
+} from "./user_state.ts";
 import type { Clock } from "./clock.ts";
 import type { GatewayConfig } from "./config.ts";
 import { answerOf } from "./errors.ts";
@@ -213,10 +219,7 @@ export class Connection implements SocketPort, RelayTarget {
     this.#write(JSON.stringify(frame));
   }
 
-  sendEvent(
-    text: string,
-    type: "message" | "sent" | "typing_started" | "typing_ended" | "presence" = "message",
-  ): boolean {
+  sendEvent(text: string, type: EventFrameType = "message"): boolean {
     if (this.#closed || !this.#wire.writable) return false;
     this.#ctx.metrics.framesOut[type]++;
     return this.#write(text);

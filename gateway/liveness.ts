@@ -20,6 +20,8 @@
  * | any    | a new connection of the session   | the old one is closed (`replaced`); the new one takes |
  * |        |                                   | over the session, its window included                 |
  * | any    | logout                            | closed (`logged_out`), whatever was due               |
+ * | any    | held in foreground when the       | held for the restart grace, then closed               |
+ * |        | gateway crashed (see `restore`)   | (`server_shutdown`) unless its client connects again  |
  */
 import type {
   AppState,
@@ -140,9 +142,14 @@ export function step(
       if (!state.connected) return { state, decisions: none };
       return { state, decisions: [{ kind: "close", reason: "replaced" }] };
 
-    case "connected":
-      return enterAppState(
-        { ...state, connected: true },
+    case "connected": {
+      // A session held through a restart grace (see `restore`): its client is back, so the
+      // grace ends here and the new connection starts from the app state it reports.
+      const graceEnds = state.deadlineReason === "server_shutdown";
+      const result = enterAppState(
+        graceEnds
+          ? { ...state, connected: true, deadline: null, deadlineReason: null }
+          : { ...state, connected: true },
         event.appState,
         event.backgroundService,
         now,
@@ -150,6 +157,11 @@ export function step(
         // A reconnect inside a running background window keeps that window.
         true,
       );
+      if (graceEnds && !result.decisions.some((d) => d.kind === "schedule")) {
+        return { state: result.state, decisions: [...result.decisions, { kind: "cancel" }] };
+      }
+      return result;
+    }
 
     case "app_state":
       if (!state.connected) return reject(state, "NO_WEBSOCKET_CONNECTION");
@@ -280,10 +292,16 @@ export function idleCheck(
 
 /**
  * What a restarted gateway does with a session persisted while it held a connection: the
- * socket is gone (it got 1012, or the process died), so a foreground session is recorded as
- * closed by the shutdown; a session inside its background window keeps its deadline, which
- * still fires, and one whose deadline passed while the gateway was down is recorded as closed
- * at that deadline.
+ * socket is gone (the process died: a graceful stop records its foreground sessions as closed
+ * before it writes, see `UserState.closeSocketsForShutdown`).
+ *
+ * - A session without a deadline (connected in foreground when the process died) is held for
+ *   `graceMs` (RESTART_GRACE_MS): it stays connected, so its user stays online, for its client
+ *   to reconnect; a connect inside the grace ends the grace without a presence change (see
+ *   `connected`). If none comes, the grace's deadline closes it as `server_shutdown`. With no
+ *   grace it is recorded as closed by the shutdown at once.
+ * - A session inside its background window (or a grace) keeps its deadline, which still fires;
+ *   one whose deadline passed while the gateway was down is recorded as closed at that deadline.
  *
  * `bound` is the persisted bound that no announced deadline exceeds: after a crash the last
  * deadline written may be older than the last one announced, so the deadline restored is the
@@ -293,10 +311,18 @@ export function restore(
   state: SessionLiveness,
   now: number,
   bound: number | null = null,
+  graceMs = 0,
 ): StepResult {
   if (!state.connected) return { state, decisions: none };
   if (state.deadline === null || state.deadlineReason === null) {
-    return { state: disconnected(state, "server_shutdown", now), decisions: none };
+    if (graceMs <= 0) {
+      return { state: disconnected(state, "server_shutdown", now), decisions: none };
+    }
+    const deadline = now + graceMs;
+    return {
+      state: { ...state, deadline, deadlineReason: "server_shutdown" },
+      decisions: [{ kind: "schedule", at: deadline }],
+    };
   }
   const deadline = bound !== null && bound > state.deadline ? bound : state.deadline;
   if (now >= deadline) {
@@ -304,4 +330,12 @@ export function restore(
   }
   const restored = deadline === state.deadline ? state : { ...state, deadline };
   return { state: restored, decisions: [{ kind: "schedule", at: deadline }] };
+}
+
+/**
+ * The deadline a client is told about (`backgroundDeadline`): a background window's. The end of
+ * a restart grace is not one (the session is in foreground, its client away).
+ */
+export function backgroundDeadlineOf(state: SessionLiveness): number | null {
+  return state.deadlineReason === "server_shutdown" ? null : state.deadline;
 }

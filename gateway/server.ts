@@ -75,6 +75,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     tickMs: config.deadlineTickMs,
     persistDelayMs: config.persistDelayMs,
     deadlineBoundMs: config.deadlineBoundMs,
+    restartGraceMs: config.restartGraceMs,
     stream: {
       retentionMs: config.streamRetentionMs,
       maxEvents: config.streamMaxEvents,

@@ -43,6 +43,7 @@ import type {
 import type { Clock, TimerHandle } from "./clock.ts";
 import { DeadlineWheel } from "./deadline_wheel.ts";
 import {
+  backgroundDeadlineOf,
   initialLiveness,
   type LivenessConfig,
   type LivenessEvent,
@@ -59,14 +60,18 @@ import type {
   UserStateRecord,
 } from "./store/types.ts";
 
+/** The server frames written already encoded: stream events and the live relays. */
+export type EventFrameType = "message" | "sent" | "typing_started" | "typing_ended" | "presence";
+
 /** What the state object needs of a live socket. */
 export interface SocketPort {
   send(frame: ServerFrame): void;
   /**
-   * Writes an already encoded event frame; false when it was not written (the socket is
-   * closing, or it is too far behind and is closed as `slow_consumer` instead).
+   * Writes an already encoded event frame of `type` (default `message`); false when it was not
+   * written (the socket is closing, or it is too far behind and is closed as `slow_consumer`
+   * instead).
    */
-  sendEvent(text: string): boolean;
+  sendEvent(text: string, type?: EventFrameType): boolean;
   /** Sends the `closing` frame and closes with the reason's code; idempotent. */
   close(reason: CloseReason): void;
   /** The session showed life on another channel (an HTTP ping) at `now`. */
@@ -174,6 +179,11 @@ export interface UserStateRuntimeOptions {
   deadlineBoundMs: number;
   observer?: UserStateObserver;
   stream?: Partial<StreamOptions>;
+  /**
+   * After a crash, how long a session that was connected in foreground stays connected for its
+   * client to come back (RESTART_GRACE_MS; see `restore` in liveness.ts). Default 0: none.
+   */
+  restartGraceMs?: number;
 }
 
 /** Shared machinery of all state objects of one gateway process. */
@@ -186,6 +196,7 @@ export class UserStateRuntime {
   readonly deadlineBoundMs: number;
   readonly observer: UserStateObserver;
   readonly stream: StreamOptions;
+  readonly restartGraceMs: number;
 
   constructor(
     clock: Clock,
@@ -199,6 +210,7 @@ export class UserStateRuntime {
     this.deadlineBoundMs = options.deadlineBoundMs;
     this.observer = options.observer ?? {};
     this.stream = { ...DEFAULT_STREAM_OPTIONS, ...options.stream };
+    this.restartGraceMs = options.restartGraceMs ?? 0;
     this.writer = new StateWriter(clock, store, {
       delayMs: options.persistDelayMs,
       retryDelayMs: RETRY_DELAY_MS,
@@ -552,13 +564,15 @@ export class UserState {
 
   /**
    * After a restart: re-arm pending deadlines (each at its persisted bound, which is never
-   * earlier than what was announced before a crash) and record the ones that passed meanwhile.
+   * earlier than what was announced before a crash), record the ones that passed meanwhile, and
+   * hold the sessions that were connected in foreground when the process died for the restart
+   * grace (their users stay online unless the grace ends without their client).
    */
   restoreAfterRestart(): void {
     const now = this.#runtime.clock.now();
     for (const session of this.#sessions.values()) {
       const before = session.liveness;
-      const result = restore(before, now, session.durableBound);
+      const result = restore(before, now, session.durableBound, this.#runtime.restartGraceMs);
       this.#setLiveness(session, result.state);
       session.bound = session.durableBound = result.state.deadline;
       for (const decision of result.decisions) {
@@ -570,13 +584,19 @@ export class UserState {
 
   /**
    * Shutdown: close sockets with 1012 and keep the state as it is, deadlines included, each
-   * written exactly (bound = deadline).
+   * written exactly (bound = deadline). A connection without a deadline ends here, and is
+   * recorded so (`server_shutdown`): only a crash leaves such a session connected on disk, which
+   * is how a restart knows to give it the restart grace.
    */
   closeSocketsForShutdown(): void {
+    const now = this.#runtime.clock.now();
     for (const session of this.#sessions.values()) {
       const socket = session.socket;
       session.socket = null;
       socket?.close("server_shutdown");
+      if (session.liveness.connected && session.liveness.deadline === null) {
+        this.#run(session, { type: "closed", reason: "server_shutdown" }, now);
+      }
       const deadline = session.liveness.deadline;
       if (session.bound !== deadline || session.durableBound !== deadline) {
         session.bound = deadline;
@@ -594,7 +614,7 @@ export class UserState {
       status: l.connected ? "connected" : "disconnected",
       appState: l.appState,
       backgroundService: l.backgroundService,
-      backgroundDeadline: l.deadline,
+      backgroundDeadline: backgroundDeadlineOf(l),
       lastPingAt: session.lastPingAt,
       lastDisconnectReason: l.lastDisconnectReason,
       lastDisconnectAt: l.lastDisconnectAt,

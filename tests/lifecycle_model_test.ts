@@ -23,8 +23,10 @@
  * store (`CallResult.durable`) is awaited, or not (then its deadline was never announced). After
  * a crash the model checks that each session is the restore of a state it had since the last
  * point everything was known to be on disk, that a window whose deadline was announced survives
- * with a deadline ≥ the one announced and ≤ the latest one set + `deadlineBoundMs`, and then
- * takes the restored state over; after a graceful restart it predicts the state exactly.
+ * with a deadline ≥ the one announced and ≤ the latest one set + `deadlineBoundMs`, that a
+ * session connected in foreground is held for the restart grace (`RESTART_GRACE_MS`, ended by a
+ * connect or closed as `server_shutdown` at its end), and then takes the restored state over;
+ * after a graceful restart it predicts the state exactly.
  *
  * The focused tests at the end of this file are divergences this test found in the gateway
  * (now fixed), kept as regression tests.
@@ -60,6 +62,8 @@ const WINDOW = DEFAULTS.livenessWindowMs;
 const TICK = DEFAULTS.deadlineTickMs;
 /** After a crash a deadline comes back at most this much later than announced. */
 const BOUND = DEFAULTS.deadlineBoundMs;
+/** After a crash a session connected in foreground is held this long for its client. */
+const GRACE = DEFAULTS.restartGraceMs;
 
 /**
  * Situations the generated sequences must reach (counted over a whole run, checked at the end):
@@ -78,6 +82,8 @@ const SITUATIONS = [
   "a crash lost a change never announced",
   "a crash with a group commit in flight",
   "a restart after a deadline passed while down",
+  "a client came back inside the restart grace",
+  "a restart grace ended without its client",
   "the user's state object evicted, then loaded again",
 ] as const;
 const reached = new Map<(typeof SITUATIONS)[number], number>();
@@ -231,6 +237,12 @@ class Model {
     const s = this.slots[slot];
     if (s === null) return "AUTH_ERR_AUTH_TOKEN_NOT_FOUND";
     this.#expireIfDue(s);
+    // The restart grace ends when the session's client connects again: the session was held
+    // connected for it, and the new connection starts from the app state it reports.
+    if (s.connected && s.reason === "server_shutdown") {
+      reach("a client came back inside the restart grace");
+      Model.#noWindow(s);
+    }
     // "A second connection of the same session replaces the first (`replaced`)".
     if (s.socket !== null) {
       reach("a socket replaced by a new one");
@@ -328,6 +340,7 @@ class Model {
     for (const s of this.sessions()) {
       const d = s.deadline;
       if (!s.connected || d === null || to < d) continue;
+      if (s.reason === "server_shutdown") reach("a restart grace ended without its client");
       if (to >= d + TICK) this.#end(s, s.reason!, d, d + TICK, true);
       else if (real.connectedNow(s.id) === false) this.#end(s, s.reason!, d, to, true);
       else continue;
@@ -378,20 +391,24 @@ class Model {
       s.socket = null;
       // A reply still waiting for the store is dropped with its socket.
       s.pending = null;
+      // A connection without a deadline (in foreground) ends with the stop: recorded as closed
+      // by the shutdown, so the restart holds nothing for it (the grace is for crashes).
+      if (s.connected && s.deadline === null) {
+        this.#end(s, "server_shutdown", this.now, this.now, false);
+      }
     }
   }
 
   /**
-   * The new process after a graceful stop, at `now`: "a foreground session after a restart is
-   * recorded as disconnected (`server_shutdown`)"; a background window keeps its exact deadline,
-   * and one that passed while the gateway was down is recorded as closed at that deadline.
+   * The new process after a graceful stop, at `now`: a background window (or a restart grace)
+   * keeps its exact deadline, and one that passed while the gateway was down is recorded as
+   * closed at that deadline.
    */
   restoreExact(now: number): void {
     this.now = now;
     for (const s of this.sessions()) {
-      if (!s.connected) continue;
-      if (s.deadline === null) this.#end(s, "server_shutdown", now, now, false);
-      else if (now >= s.deadline) {
+      if (!s.connected || s.deadline === null) continue;
+      if (now >= s.deadline) {
         reach("a restart after a deadline passed while down");
         this.#end(s, s.reason!, s.deadline, s.deadline, false);
       }
@@ -529,6 +546,11 @@ function restoredFrom(h: Snapshot, l: Liveness, now: number): boolean {
   if (l.appState !== h.appState || l.backgroundService !== h.service) return false;
   if (!h.connected) return !l.connected && l.deadline === null && closedAs(l, h.lastClose);
   if (h.deadline === null) {
+    // Connected in foreground when the process died: held for the restart grace.
+    if (GRACE > 0) {
+      return l.connected && l.deadlineReason === "server_shutdown" && l.deadline === now + GRACE &&
+        closedAs(l, h.lastClose);
+    }
     return !l.connected && closedAs(l, { reason: "server_shutdown", lo: now, hi: now });
   }
   // A window: restored at its bound on disk, in [deadline, deadline + bound].

@@ -435,8 +435,61 @@ Deno.test("engine: restore after a restart re-arms, records passed deadlines and
   assert.equal(passed.connected, false);
   assert.equal(passed.lastDisconnectReason, "liveness_timeout");
   assert.equal(passed.lastDisconnectAt, T0 + W);
+  // Without a restart grace, a session connected in foreground is closed by the restart.
   const shut = restore(foreground, T0 + 100).state;
+  assert.equal(shut.connected, false);
   assert.equal(shut.lastDisconnectReason, "server_shutdown");
+  assert.equal(shut.lastDisconnectAt, T0 + 100);
+});
+
+Deno.test("engine: restart grace holds a foreground session, then closes it as server_shutdown", () => {
+  const GRACE = 10_000;
+  const foreground = step(initialLiveness("auto"), connect(), T0, config).state;
+  const held = restore(foreground, T0 + 100, null, GRACE);
+  assert.equal(held.state.connected, true, "still connected: its user stays online");
+  assert.equal(held.state.deadline, T0 + 100 + GRACE);
+  assert.equal(held.state.deadlineReason, "server_shutdown");
+  assert.deepEqual(held.decisions, [{ kind: "schedule", at: T0 + 100 + GRACE }]);
+
+  // Nobody comes back: the grace's deadline closes it, not a millisecond early.
+  const early = step(held.state, { type: "deadline" }, T0 + 100 + GRACE - 1, config);
+  assert.equal(early.state.connected, true);
+  const ended = step(held.state, { type: "deadline" }, T0 + 100 + GRACE, config);
+  assert.equal(ended.state.connected, false);
+  assert.equal(ended.state.lastDisconnectReason, "server_shutdown");
+  assert.equal(ended.state.lastDisconnectAt, T0 + 100 + GRACE);
+
+  // Its client connects inside the grace: the grace ends, the session never stopped being
+  // connected; in foreground no deadline is left.
+  const back = step(held.state, connect(), T0 + 5_000, config);
+  assert.equal(back.state.connected, true);
+  assert.equal(back.state.deadline, null);
+  assert.equal(back.state.deadlineReason, null);
+  assert.deepEqual(back.decisions, [{ kind: "cancel" }]);
+  // In background (manual mode), a window of its own starts: the grace is not a window.
+  const manual = restore(
+    step(initialLiveness("manual"), connect(), T0, config).state,
+    T0 + 100,
+    null,
+    GRACE,
+  ).state;
+  const inBackground = step(manual, toBackground(), T0 + 5_000, config);
+  assert.equal(inBackground.state.deadline, T0 + 5_000 + W);
+  assert.equal(inBackground.state.deadlineReason, "liveness_timeout");
+  // Auto mode in background without the service: closed at once, the grace's alarm cancelled.
+  const gone = step(held.state, toBackground(), T0 + 5_000, config);
+  assert.equal(gone.state.connected, false);
+  assert.deepEqual(gone.decisions, [{ kind: "close", reason: "background" }, { kind: "cancel" }]);
+
+  // A second crash inside the grace keeps the grace's deadline (it is on disk); after it, the
+  // session is recorded as closed at the grace's end.
+  assert.deepEqual(restore(held.state, T0 + 2_000, held.state.deadline, GRACE).decisions, [
+    { kind: "schedule", at: T0 + 100 + GRACE },
+  ]);
+  const after = restore(held.state, T0 + 100 + GRACE + 1, held.state.deadline, GRACE).state;
+  assert.equal(after.connected, false);
+  assert.equal(after.lastDisconnectReason, "server_shutdown");
+  assert.equal(after.lastDisconnectAt, T0 + 100 + GRACE);
 });
 
 Deno.test("deadline wheel: fires at or after each deadline, in order, never early", () => {

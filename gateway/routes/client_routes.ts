@@ -4,6 +4,7 @@ import { appOf } from "../apps.ts";
 import { timingOf } from "../config.ts";
 import { userSendReply } from "../messaging.ts";
 import { GatewayError } from "../errors.ts";
+import { backgroundDeadlineOf } from "../liveness.ts";
 import { login } from "../login.ts";
 import type { GatewayServices } from "../services.ts";
 import type { UserState } from "../user_state.ts";
@@ -61,7 +62,7 @@ export function clientRoutes(services: GatewayServices): ImplementedRoute[] {
         serverTime: now,
         appState: after.appState,
         connected: after.connected,
-        backgroundDeadline: after.deadline,
+        backgroundDeadline: backgroundDeadlineOf(after),
       };
       // The reply announces the deadline: it goes out once the store covers it.
       if (result.durable !== undefined) await result.durable;

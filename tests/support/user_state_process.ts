@@ -270,6 +270,7 @@ export class UserStateProcess {
         tickMs: DEFAULTS.deadlineTickMs,
         persistDelayMs: DEFAULTS.persistDelayMs,
         deadlineBoundMs: DEFAULTS.deadlineBoundMs,
+        restartGraceMs: DEFAULTS.restartGraceMs,
         observer: {
           alarmFailed: (error) => this.errors.push(error),
           storeCommitFailed: (error) => this.errors.push(error),
