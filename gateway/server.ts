@@ -15,12 +15,14 @@ import { DeadlineWheel } from "./deadline_wheel.ts";
 import { createApp } from "./app.ts";
 import { KeyedRateLimiter } from "./rate_limit.ts";
 import { Messaging } from "./messaging.ts";
-import { noRelays } from "./relays.ts";
+import { PresenceHub } from "./presence.ts";
+import type { LiveRelays } from "./relays.ts";
 import type { GatewayServices } from "./services.ts";
 import { KvStore } from "./store/kv.ts";
 import type { GatewayStore } from "./store/types.ts";
 import { serveDeno } from "./transport/deno.ts";
 import { serveNode } from "./transport/node.ts";
+import { TypingRelay } from "./typing.ts";
 import type { RunningTransport, TransportLimits } from "./transport/types.ts";
 import { UserStateRuntime, UserStates } from "./user_state.ts";
 
@@ -71,6 +73,8 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     usersInMemory: () => users.size,
     storeReady: () => health.storeOk,
   });
+  // Presence changes start with the revival below (a deadline that passed while down).
+  const presence = new PresenceHub({ clock, store, intervalMs: config.presenceIntervalMs, log });
   const runtime = new UserStateRuntime(clock, config, store, {
     tickMs: config.deadlineTickMs,
     persistDelayMs: config.persistDelayMs,
@@ -96,6 +100,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
         log.error("store.commit_failed", { error });
       },
       alarmFailed: (error) => log.error("deadline.handler_failed", { error }),
+      presenceChanged: (user, online, at) => presence.presenceChanged(user, online, at),
     },
   });
   const users = new UserStates(runtime, { evictAfterMs: config.userEvictAfterMs });
@@ -111,6 +116,22 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
   const revived = await users.revive();
 
   const messaging = new Messaging(store, users, clock);
+  const typing = new TypingRelay({
+    clock,
+    users,
+    messaging,
+    timeoutMs: config.typingTimeoutMs,
+    log,
+  });
+  const relays: LiveRelays = {
+    connected: (target, user, _sessionId, subscription) =>
+      presence.connected(target, user, subscription),
+    disconnected: (target) => {
+      typing.disconnected(target);
+      presence.disconnected(target);
+    },
+    typing: (target, user, _sessionId, frame) => typing.typing(target, user, frame),
+  };
   const httpLimiter = new KeyedRateLimiter(config.httpRatePerSec, config.httpRatePerSec * 2);
   const connections: ConnectionContext = {
     clock,
@@ -120,7 +141,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     open,
     timing: timingOf(config),
     messaging,
-    relays: noRelays,
+    relays,
     store,
     idle: new DeadlineWheel<Connection>(
       clock,
@@ -153,6 +174,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     metrics,
     log,
     health,
+    profileChanged: (appId, uid) => presence.profileChanged(appId, uid, users.peek(appId, uid)),
   };
   const app = createApp(services);
 
@@ -180,6 +202,8 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     onWarning: (event, fields) => log.warn(event, fields),
   }).catch(async (error: unknown) => {
     // Nothing is served: give back what was opened, and say which setting to change.
+    presence.close();
+    typing.close();
     await users.shutdown();
     connections.idle.close();
     store.close();
@@ -200,6 +224,9 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
       // the final write below.
       health.draining = true;
       await transport.stopAccepting();
+      // Every connection closes below: nothing is relayed to them on the way out.
+      presence.close();
+      typing.close();
       await users.shutdown();
       connections.idle.close();
       for (const conn of [...open]) conn.close("server_shutdown");
