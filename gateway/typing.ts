@@ -89,7 +89,7 @@ export class TypingRelay {
     this.#timeouts = new DeadlineWheel<Indicator>(
       options.clock,
       Math.min(TYPING_TICK_MS, options.timeoutMs),
-      (indicator, now) => this.#timedOut(indicator, now),
+      (indicator) => this.#timedOut(indicator),
       (error) => this.#log.error("typing.relay_failed", { error }),
     );
   }
@@ -108,18 +108,22 @@ export class TypingRelay {
       this.#connections.set(target, connection);
     }
     const conn = connection;
-    const work = conn.queue.then(() => this.#handle(conn, frame));
-    conn.queue = work.catch(() => {});
-    return work;
+    return this.#enqueue(conn, () => this.#handle(conn, frame));
   }
 
   /** A connection closed: each of its indicators ends (relayed as `typing_ended`). */
   disconnected(target: RelayTarget): void {
-    const connection = this.#connections.get(target);
-    if (connection === undefined) return;
+    const conn = this.#connections.get(target);
+    if (conn === undefined) return;
+    // Its frames still queued are dropped (they find it gone); its indicators end after them.
     this.#connections.delete(target);
+    const ending = [...conn.active.values()];
+    conn.active.clear();
+    for (const indicator of ending) this.#timeouts.cancel(indicator);
     const now = this.#clock.now();
-    for (const indicator of connection.active.values()) this.#end(indicator, now);
+    this.#enqueue(conn, async () => {
+      for (const indicator of ending) await this.#relayEnd(indicator, now);
+    });
   }
 
   /** Stops the timeouts; nothing is relayed any more (shutdown). */
@@ -142,6 +146,7 @@ export class TypingRelay {
     const now = this.#clock.now();
     const key = `${frame.receiverType}:${frame.receiver}`;
     let indicator = conn.active.get(key);
+    let dropped: Indicator | undefined;
     if (frame.type === "end_typing") {
       if (indicator === undefined) return null;
       conn.active.delete(key);
@@ -157,10 +162,9 @@ export class TypingRelay {
       if (now - indicator.relayedAt < this.#timeoutMs / 2) return null;
     } else {
       if (conn.active.size >= MAX_TYPING_PER_CONNECTION) {
-        const oldest = conn.active.values().next().value!;
-        conn.active.delete(oldest.key);
-        this.#timeouts.cancel(oldest);
-        this.#end(oldest, now);
+        dropped = conn.active.values().next().value!;
+        conn.active.delete(dropped.key);
+        this.#timeouts.cancel(dropped);
       }
       indicator = {
         owner: conn,
@@ -174,31 +178,45 @@ export class TypingRelay {
     }
     indicator.relayedAt = now;
     this.#relay(conn.sender, receivers, indicator, "typing_started", now);
+    if (dropped !== undefined) await this.#relayEnd(dropped, now);
     return null;
   }
 
-  #timedOut(indicator: Indicator, now: number): void {
-    const conn = indicator.owner;
-    if (conn.active.get(indicator.key) !== indicator) return;
-    conn.active.delete(indicator.key);
-    this.#end(indicator, now);
+  /** Runs `work` after everything queued for the connection. */
+  #enqueue<T>(conn: ConnectionTyping, work: () => Promise<T>): Promise<T> {
+    const done = conn.queue.then(work);
+    conn.queue = done.catch(() => {});
+    return done;
   }
 
   /**
-   * Relays the end of an indicator already taken out of its connection, after the work the
-   * connection has under way (so an end never overtakes its own start).
+   * The timeout fell due. The end is decided in the connection's turn: a `start_typing`
+   * received before it and still being handled extends the indicator instead.
    */
-  #end(indicator: Indicator, at: number): void {
+  #timedOut(indicator: Indicator): void {
     const conn = indicator.owner;
-    conn.queue = conn.queue.then(async () => {
-      const receivers = indicator.receiverType === "user"
-        ? [indicator.receiver]
-        : await this.#messaging.membersOf(conn.sender.appId, indicator.receiver);
-      if (!this.#closed) this.#relay(conn.sender, receivers, indicator, "typing_ended", at);
-    }).catch((error) => {
-      // The group is gone: nobody is left to tell.
-      if (!(error instanceof GatewayError)) this.#log.error("typing.relay_failed", { error });
+    void this.#enqueue(conn, async () => {
+      if (conn.active.get(indicator.key) !== indicator) return;
+      if (this.#timeouts.deadlineOf(indicator) !== undefined) return; // extended meanwhile
+      conn.active.delete(indicator.key);
+      await this.#relayEnd(indicator, this.#clock.now());
     });
+  }
+
+  /** Relays `typing_ended` for an indicator taken out of its connection. */
+  async #relayEnd(indicator: Indicator, at: number): Promise<void> {
+    const sender = indicator.owner.sender;
+    let receivers: string[];
+    try {
+      receivers = indicator.receiverType === "user"
+        ? [indicator.receiver]
+        : await this.#messaging.membersOf(sender.appId, indicator.receiver);
+    } catch (error) {
+      // A group that is gone has nobody left to tell.
+      if (!(error instanceof GatewayError)) this.#log.error("typing.relay_failed", { error });
+      return;
+    }
+    if (!this.#closed) this.#relay(sender, receivers, indicator, "typing_ended", at);
   }
 
   /**
