@@ -15,10 +15,12 @@
  *
  * Routing a change costs O(the connections it reaches): an index per app for `allUsers`, per
  * role for `roles`, and a reverse index friend uid → subscribed connections for `friends`,
- * built from each friends-subscriber's profile when it connects. Profiles are read from the
- * store once and kept in memory while they are needed: a changing user's roles while their
- * state object is in memory, a subscriber's friend list while one of its connections is
- * subscribed; `profileChanged` (the profile routes) reads them again.
+ * built from each friends-subscriber's profile when it connects (the app's changes during that
+ * read are kept and routed once the list is known, so a subscriber hears of every change after
+ * its `connected` frame). Profiles are read from the store once and kept in memory while they
+ * are needed: a changing user's roles while their state object is in memory, a subscriber's
+ * friend list while one of its connections is subscribed; `profileChanged` (the profile routes)
+ * reads them again.
  *
  * Coalescing: each connection has a pending map uid → latest change, written as ONE `presence`
  * frame when due: at once (within a tick) after a quiet interval, then at most once per
@@ -42,6 +44,12 @@ import type { UserState } from "./user_state.ts";
 /** The flush wheel's granularity, at most: a due frame goes out within this. */
 const PRESENCE_TICK_MS = 10;
 
+/**
+ * Changes kept for a friend list while it is read (a few milliseconds), to route those of its
+ * friends once it is known; a longer read drops the rest (and logs it).
+ */
+const MAX_MISSED_WHILE_READING = 1_000;
+
 export interface PresenceHubOptions {
   clock: Clock;
   /** Where roles and friend lists are read. */
@@ -50,6 +58,12 @@ export interface PresenceHubOptions {
   intervalMs: number;
   log: Logger;
 }
+
+/**
+ * What the hub needs of a user's state object: who it is. (The object itself keys the roles kept
+ * for it, so they leave memory with it.)
+ */
+export type PresenceUser = Pick<UserState, "appId" | "uid">;
 
 /** One subscribed connection. */
 interface Subscriber {
@@ -67,10 +81,17 @@ interface Subscriber {
 
 /** The friend list of a user with friends-subscribed connections, shared by those connections. */
 interface FriendList {
+  readonly appId: string;
+  readonly uid: string;
   friends: readonly string[];
   readonly subscribers: Set<Subscriber>;
   /** Bumped by each read: only the latest read's answer is used. */
   reads: number;
+  /**
+   * While a read is under way: the app's changes since it started, so that a subscriber hears
+   * of each friend's change after its `connected` frame, and after a friend list changed.
+   */
+  missed: PresenceChange[] | null;
 }
 
 /** A changing user's roles, kept with their state object. */
@@ -96,7 +117,9 @@ export class PresenceHub {
   readonly #byFriend = new Map<string, Map<string, Set<Subscriber>>>();
   /** (appId, uid) → the friend list of a user with friends-subscribed connections. */
   readonly #friendLists = new Map<string, FriendList>();
-  readonly #roles = new WeakMap<UserState, Roles>();
+  /** appId → friend lists being read. */
+  readonly #readingFriends = new Map<string, Set<FriendList>>();
+  readonly #roles = new WeakMap<PresenceUser, Roles>();
   readonly #flushes: DeadlineWheel<Subscriber>;
   #closed = false;
 
@@ -119,7 +142,7 @@ export class PresenceHub {
   }
 
   /** A connection completed its handshake with this subscription (absent: `none`). */
-  connected(target: RelayTarget, user: UserState, subscription?: PresenceSubscription): void {
+  connected(target: RelayTarget, user: PresenceUser, subscription?: PresenceSubscription): void {
     const type = subscription?.subscriptionType ?? "none";
     if (this.#closed || type === "none" || this.#subscribers.has(target)) return;
     const subscriber: Subscriber = {
@@ -150,9 +173,16 @@ export class PresenceHub {
           list.subscribers.add(subscriber);
           this.#indexFriends(subscriber, list.friends);
         } else {
-          const created: FriendList = { friends: [], subscribers: new Set([subscriber]), reads: 0 };
+          const created: FriendList = {
+            appId: user.appId,
+            uid: user.uid,
+            friends: [],
+            subscribers: new Set([subscriber]),
+            reads: 0,
+            missed: null,
+          };
           this.#friendLists.set(key, created);
-          this.#readFriends(user.appId, user.uid, created);
+          this.#readFriends(created);
         }
         break;
       }
@@ -184,14 +214,17 @@ export class PresenceHub {
         if (list === undefined) break;
         list.subscribers.delete(subscriber);
         this.#unindexFriends(subscriber, list.friends);
-        if (list.subscribers.size === 0) this.#friendLists.delete(key);
+        if (list.subscribers.size === 0) {
+          this.#friendLists.delete(key);
+          this.#stopReading(list);
+        }
         break;
       }
     }
   }
 
   /** The state object's report: `user` came online or went offline at `at`. */
-  presenceChanged(user: UserState, online: boolean, at: number): void {
+  presenceChanged(user: PresenceUser, online: boolean, at: number): void {
     if (this.#closed) return;
     const change: PresenceChange = { uid: user.uid, online, at };
     const appId = user.appId;
@@ -201,6 +234,16 @@ export class PresenceHub {
     const friendsOf = this.#byFriend.get(appId)?.get(user.uid);
     if (friendsOf !== undefined) {
       for (const subscriber of friendsOf) this.#enqueue(subscriber, change, now);
+    }
+    const reading = this.#readingFriends.get(appId);
+    if (reading !== undefined) {
+      for (const list of reading) {
+        if (list.missed!.length < MAX_MISSED_WHILE_READING) list.missed!.push(change);
+        else {
+          this.#log.warn("presence.changes_dropped", { uid: list.uid });
+          this.#stopReading(list);
+        }
+      }
     }
     // Roles are read only while some connection of the app subscribes to roles.
     if (!this.#byRole.has(appId)) return;
@@ -218,7 +261,7 @@ export class PresenceHub {
    * A user's roles or friend list changed (the profile routes): what is kept of them in memory
    * is read again. `user` is their state object, if it is in memory.
    */
-  profileChanged(appId: string, uid: string, user: UserState | undefined): void {
+  profileChanged(appId: string, uid: string, user: PresenceUser | undefined): void {
     if (this.#closed) return;
     const roles = user === undefined ? undefined : this.#roles.get(user);
     // Changes that come while the roles are read again wait for the new ones.
@@ -227,7 +270,7 @@ export class PresenceHub {
       this.#readRoles(user, roles);
     }
     const list = this.#friendLists.get(userKey(appId, uid));
-    if (list !== undefined) this.#readFriends(appId, uid, list);
+    if (list !== undefined) this.#readFriends(list);
   }
 
   /** Stops the flushes; nothing is published any more (shutdown). */
@@ -239,6 +282,7 @@ export class PresenceHub {
     this.#byRole.clear();
     this.#byFriend.clear();
     this.#friendLists.clear();
+    this.#readingFriends.clear();
   }
 
   #enqueue(subscriber: Subscriber, change: PresenceChange, now: number): void {
@@ -276,7 +320,7 @@ export class PresenceHub {
     }
   }
 
-  #readRoles(user: UserState, entry: Roles): void {
+  #readRoles(user: PresenceUser, entry: Roles): void {
     const read = ++entry.reads;
     this.#store.getProfile(user.appId, user.uid).then(
       (profile) => {
@@ -297,22 +341,45 @@ export class PresenceHub {
     );
   }
 
-  #readFriends(appId: string, uid: string, list: FriendList): void {
+  #readFriends(list: FriendList): void {
+    const { appId, uid } = list;
     const read = ++list.reads;
+    if (list.missed === null) {
+      list.missed = [];
+      let reading = this.#readingFriends.get(appId);
+      if (reading === undefined) this.#readingFriends.set(appId, reading = new Set());
+      reading.add(list);
+    }
     this.#store.getProfile(appId, uid).then(
       (profile) => {
         // Superseded by a later read, or nobody subscribes with this list any more.
         if (list.reads !== read || this.#friendLists.get(userKey(appId, uid)) !== list) return;
+        const before = new Set(list.friends);
+        const missed = list.missed ?? [];
+        this.#stopReading(list);
         for (const subscriber of list.subscribers) this.#unindexFriends(subscriber, list.friends);
         list.friends = profile?.friends ?? [];
         for (const subscriber of list.subscribers) this.#indexFriends(subscriber, list.friends);
+        // The changes of new friends while the list was read (old friends' were routed).
+        const friends = new Set(list.friends);
+        const now = this.#clock.now();
+        for (const change of missed) {
+          if (!friends.has(change.uid) || before.has(change.uid)) continue;
+          for (const subscriber of list.subscribers) this.#enqueue(subscriber, change, now);
+        }
       },
       (error) => {
         if (list.reads !== read || this.#closed) return;
+        this.#stopReading(list);
         // The list stays as it was (empty for a new subscriber) until the next profile change.
         this.#log.error("presence.profile_read_failed", { error, uid });
       },
     );
+  }
+
+  #stopReading(list: FriendList): void {
+    list.missed = null;
+    deleteFrom(this.#readingFriends, list.appId, list);
   }
 
   #indexFriends(subscriber: Subscriber, friends: readonly string[]): void {
