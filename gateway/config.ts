@@ -151,8 +151,9 @@ export const EnvSchema = z.object({
   RESTART_GRACE_MS: fills(
     "restartGraceMs",
     integer(0).default(10_000),
-    "after a restart, a session that was connected in foreground stays online this long for " +
-      "its client to reconnect; then it is offline (published to presence subscribers)",
+    "after a crash, a session that was connected in foreground stays connected (online) this " +
+      "long for its client to reconnect; then it is closed (server_shutdown) and its user's " +
+      "offline is published",
   ),
   PERSIST_DELAY_MS: fills(
     "persistDelayMs",
