@@ -275,7 +275,8 @@ Deno.test("a liveness deadline close publishes offline", async () => {
 
 // ---- a crashed gateway ----
 
-const GRACE_MS = 4_000;
+/** Long enough for a restart and two reconnects on a loaded machine. */
+const GRACE_MS = 6_000;
 const PROCESS_ENV: Record<string, string> = {
   RESTART_GRACE_MS: String(GRACE_MS),
   PRESENCE_INTERVAL_MS: String(INTERVAL),
