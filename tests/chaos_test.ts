@@ -63,9 +63,11 @@ const GUID = "chaosgroup";
 const MEMBERS = UIDS.slice(0, 3);
 /** Client i is a session of user CLIENT_USERS[i]: chaos0 has two (its own sends reach both). */
 const CLIENT_USERS = [0, 0, 1, 2, 3];
+/** The clients whose users are members of the group. */
+const MEMBER_CLIENTS = CLIENT_USERS.flatMap((user, i) => MEMBERS.includes(UIDS[user]) ? [i] : []);
 
 /** A big message (HTTP only: a WebSocket frame is at most MAX_FRAME_BYTES, 8 KiB). */
-const BIG_PAD = 16_000;
+const BIG_PAD = 40_000;
 /** How long a user's send may stay unanswered (restarts included) before the run fails. */
 const ANSWER_TIMEOUT_MS = 60_000;
 /** The slow consumer's messages: big (a message is at most 60 KB), so that few fill its buffers. */
@@ -109,7 +111,11 @@ type Chaos =
   | { kind: "deadline"; client: number; atMs: number }
   | { kind: "slow"; client: number; atMs: number }
   | { kind: "restart"; atMs: number }
-  | { kind: "kill"; atMs: number };
+  /**
+   * kill -9 `gapMs` after `burst` big group sends start: their writes take several KV commits
+   * each, so the kill often lands between two commits of one write.
+   */
+  | { kind: "kill"; atMs: number; burst: number; gapMs: number };
 
 interface Step {
   sends: SendSpec[];
@@ -183,7 +189,15 @@ const chaosArb: fc.Arbitrary<Chaos> = fc.oneof(
     arbitrary: fc.record({ kind: fc.constant("slow" as const), client: clientArb, atMs: atArb }),
   },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("restart" as const), atMs: atArb }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant("kill" as const), atMs: atArb }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant("kill" as const),
+      atMs: atArb,
+      burst: fc.integer({ min: 0, max: 12 }),
+      gapMs: fc.integer({ min: 0, max: 30 }),
+    }),
+  },
 );
 
 const scenarioArb: fc.Arbitrary<Step[]> = fc.array(
@@ -527,11 +541,26 @@ class Scenario {
         await this.#gateway.bounce("graceful");
         await this.#allLive();
         return;
-      case "kill":
+      case "kill": {
+        const burst = Array.from({ length: chaos.burst }, (_, i) =>
+          this.#send({
+            kind: "http",
+            client: MEMBER_CLIENTS[i % MEMBER_CLIENTS.length],
+            toGroup: true,
+            receiver: 0,
+            big: true,
+          }));
+        await delay(chaos.gapMs);
         totals.kills++;
-        await this.#gateway.bounce("kill");
-        await this.#allLive();
+        const [killed, ...sent] = await Promise.allSettled([
+          this.#gateway.bounce("kill").then(() => this.#allLive()),
+          ...burst,
+        ]);
+        for (const outcome of [killed, ...sent]) {
+          if (outcome.status === "rejected") throw outcome.reason;
+        }
         return;
+      }
     }
   }
 
