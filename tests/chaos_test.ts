@@ -25,12 +25,12 @@
  * the counts are printed at the end. It takes ~2 min on two cores busy with other work too (the
  * gateway restarts, ~20 of them, cost ~1 s each).
  *
- * Without the redo log of gateway/store/kv.ts it fails (in about one run in three): a kill -9
- * between two KV commits of one large write leaves a user's group send in some members' streams
- * without its send record, and the retry makes a second message (tests/large_write_crash_test.ts
- * pins that case). With the gateway broken on purpose it fails too: replayed frames not sent
- * (gaps), events delivered before they are durable (a seq seen with another message after a
- * kill), send records ignored (a clientMessageId twice).
+ * Without the redo log of gateway/store/kv.ts it fails whenever a kill lands inside a write that
+ * takes several KV commits: a user's group send is left in some members' streams without its
+ * send record, and the retry makes a second message (tests/large_write_crash_test.ts pins that
+ * case). With the gateway broken on purpose it fails too: replayed frames not sent (gaps), events
+ * delivered before they are durable (a seq seen with another message after a kill), send records
+ * ignored (a clientMessageId twice).
  *
  * Replay: the test prints `chaos seed <n>`; `CHAOS_SEED=<n>` generates the same scenarios again
  * (the timing of a real process is not replayed, the commands are). On failure fast-check names
