@@ -147,8 +147,6 @@ export class StreamClient {
   #writeChain: Promise<void> = Promise.resolve();
   /** Background work (history paging, delayed retries) to await before stopping. */
   readonly #tasks = new Set<Promise<void>>();
-  /** Closes seen per link, for `nextClose`. */
-  #lastClose: { link: number; reason: string | null } | null = null;
 
   constructor(options: StreamClientOptions) {
     this.#options = options;
@@ -231,11 +229,7 @@ export class StreamClient {
     this.#wake();
   }
 
-  /** The reason of the close of the current connection, once it has ended. */
-  get lastClose(): { link: number; reason: string | null } | null {
-    return this.#lastClose;
-  }
-
+  /** The current connection's number (each connection gets the next one); 0 while offline. */
   get linkId(): number {
     return this.#link?.id ?? 0;
   }
@@ -333,7 +327,6 @@ export class StreamClient {
       await this.#read(link);
       link.ended = true;
       raw.close();
-      this.#lastClose = { link: link.id, reason: link.closingReason };
       if (link.closingReason !== null) {
         this.counters.closes[link.closingReason] = (this.counters.closes[link.closingReason] ?? 0) +
           1;
@@ -350,6 +343,7 @@ export class StreamClient {
       while (this.#paused && !link.ended) await this.#sleep(1_000);
       if (link.ended) return;
       const got = await link.raw.next(3_600_000);
+      if (link.ended) return; // closed by this client meanwhile
       if (got === "timeout") continue;
       if (got === "eof" || got === "reset") return;
       if (got.opcode === OPCODE.close) {
@@ -633,9 +627,9 @@ export class StreamClient {
   }
 
   /** Writes one whole frame after those before it (a frame is never interleaved with another). */
-  #writeBytes(link: Link, bytes: Uint8Array): Promise<void> {
+  #writeBytes(link: Link, bytes: Uint8Array, evenIfEnded = false): Promise<void> {
     const write = this.#writeChain.then(async () => {
-      if (link.ended) return;
+      if (link.ended && !evenIfEnded) return;
       try {
         await link.raw.write(bytes);
       } catch {
@@ -646,14 +640,13 @@ export class StreamClient {
     return write;
   }
 
+  /** The client closes its connection: a close frame, then the TCP connection. */
   #dropLink(code: number): void {
     const link = this.#link;
     if (link === null || link.ended) return;
-    void this.#writeBytes(link, closeFrame(code)).then(() => {
-      link.ended = true;
-      link.raw.close();
-    });
+    // Ended at once: nothing read or written after this counts for the connection.
     link.ended = true;
+    void this.#writeBytes(link, closeFrame(code), true).then(() => link.raw.close());
     this.#wake();
   }
 
