@@ -74,6 +74,12 @@ const MEMBERS = UIDS.slice(0, 3);
 const CLIENT_USERS = [0, 0, 1, 2, 3];
 /** The clients whose users are members of the group. */
 const MEMBER_CLIENTS = CLIENT_USERS.flatMap((user, i) => MEMBERS.includes(UIDS[user]) ? [i] : []);
+/**
+ * A large group: the members plus users nobody connects as. One big message to it is more than
+ * one KV commit holds (13 copies of ~50 KB), so its write always takes several commits.
+ */
+const CROWD = "chaoscrowd";
+const CROWD_MEMBERS = [...MEMBERS, ...Array.from({ length: 10 }, (_, i) => `silent${i}`)];
 
 /** A big message (HTTP only: a WebSocket frame is at most MAX_FRAME_BYTES, 8 KiB). */
 const BIG_PAD = 40_000;
@@ -121,8 +127,8 @@ type Chaos =
   | { kind: "slow"; client: number; atMs: number }
   | { kind: "restart"; atMs: number }
   /**
-   * kill -9 `gapMs` after `burst` big group sends start: a group commit holding several of them
-   * takes more than one KV commit, so the kill may land inside such a write.
+   * kill -9 `gapMs` after `burst` big sends to the crowd group start: each one's write takes
+   * several KV commits, so the kill often lands inside one.
    */
   | { kind: "kill"; atMs: number; burst: number; gapMs: number };
 
@@ -203,8 +209,9 @@ const chaosArb: fc.Arbitrary<Chaos> = fc.oneof(
     arbitrary: fc.record({
       kind: fc.constant("kill" as const),
       atMs: atArb,
-      burst: fc.integer({ min: 0, max: 12 }),
-      gapMs: fc.integer({ min: 0, max: 30 }),
+      burst: fc.integer({ min: 2, max: 6 }),
+      // A burst's first write starts ~50-100 ms after its requests; the burst lasts ~0.5 s.
+      gapMs: fc.integer({ min: 0, max: 400 }),
     }),
   },
 );
@@ -240,6 +247,8 @@ const totals = {
   delivered: { live: 0, sent: 0, replay: 0, history: 0 },
   restarts: 0,
   kills: 0,
+  /** Kills that cut a write of several KV commits (see `countCutWrite`). */
+  killsInsideLargeWrite: { beforeCommitPoint: 0, afterCommitPoint: 0 },
   deadlines: 0,
   slowConsumerCloses: 0,
   blobs: 0,
@@ -264,7 +273,7 @@ const totals = {
  */
 interface SendRecord {
   tag: string;
-  kind: SendSpec["kind"] | "blob";
+  kind: SendSpec["kind"] | "blob" | "crowd";
   copies: Set<string>;
   acked: boolean;
   /** The seq the acknowledgement named, per copy (server sends: each recipient's; user sends: the sender's). */
@@ -310,7 +319,10 @@ class ChaosGateway {
         if (status.code !== 0) {
           this.problems.push(`graceful stop exited ${status.code}:\n${old.output.join("\n")}`);
         }
-      } else await old.crash();
+      } else {
+        await old.crash();
+        await countCutWrite(old.kvPath);
+      }
       this.#current = await old.restart();
       this.#all.push(this.#current);
       up.resolve(targetOf(this.#current));
@@ -330,6 +342,22 @@ class ChaosGateway {
   }
 }
 
+/**
+ * After a kill: whether it cut a write that takes several KV commits (its redo log is on disk:
+ * with its marker, the next start-up completes it; without, it never counted).
+ */
+async function countCutWrite(kvPath: string): Promise<void> {
+  const kv = await Deno.openKv(kvPath);
+  try {
+    const marked = await kv.list({ prefix: ["redo"] }).next();
+    const logged = await kv.list({ prefix: ["redo_log"] }).next();
+    if (!marked.done) totals.killsInsideLargeWrite.afterCommitPoint++;
+    else if (!logged.done) totals.killsInsideLargeWrite.beforeCommitPoint++;
+  } finally {
+    kv.close();
+  }
+}
+
 function targetOf(proc: GatewayProcess): GatewayTarget {
   return { port: proc.port, url: proc.url };
 }
@@ -344,12 +372,14 @@ async function post(url: string, path: string, body: unknown): Promise<Response>
 
 async function setUp(gateway: ChaosGateway): Promise<StreamClient[]> {
   const { url } = await gateway.ready();
-  for (const uid of UIDS) {
+  for (const uid of new Set([...UIDS, ...CROWD_MEMBERS])) {
     const res = await post(url, `/v1/apps/${APP}/users`, { uid });
     assert.equal(res.status, 201, await res.text());
   }
-  const res = await post(url, `/v1/apps/${APP}/groups`, { guid: GUID, members: MEMBERS });
-  assert.equal(res.status, 201, await res.text());
+  for (const [guid, members] of [[GUID, MEMBERS], [CROWD, CROWD_MEMBERS]] as const) {
+    const res = await post(url, `/v1/apps/${APP}/groups`, { guid, members });
+    assert.equal(res.status, 201, await res.text());
+  }
   const clients: StreamClient[] = [];
   for (const [i, user] of CLIENT_USERS.entries()) {
     const login = await fetch(`${url}/v1/apps/${APP}/login`, {
@@ -551,14 +581,10 @@ class Scenario {
         await this.#allLive();
         return;
       case "kill": {
-        const burst = Array.from({ length: chaos.burst }, (_, i) =>
-          this.#send({
-            kind: "http",
-            client: MEMBER_CLIENTS[i % MEMBER_CLIENTS.length],
-            toGroup: true,
-            receiver: 0,
-            big: true,
-          }));
+        const burst = Array.from(
+          { length: chaos.burst },
+          (_, i) => this.#crowdSend(this.#clients[MEMBER_CLIENTS[i % MEMBER_CLIENTS.length]]),
+        );
         await delay(chaos.gapMs);
         totals.kills++;
         const [killed, ...sent] = await Promise.allSettled([
@@ -571,6 +597,31 @@ class Scenario {
         return;
       }
     }
+  }
+
+  /** A big HTTP send to the crowd group, answered like any user send (retried until then). */
+  async #crowdSend(client: StreamClient): Promise<void> {
+    const record = this.#record(
+      "crowd",
+      MEMBERS.map((uid) => copy(uid, CROWD)),
+    );
+    const { answered } = client.sendOverHttp({
+      receiverType: "group",
+      receiver: CROWD,
+      message: {
+        kind: "custom",
+        customType: "big",
+        data: { tag: record.tag, pad: "x".repeat(BIG_PAD) },
+      },
+    });
+    const ack = await within(
+      answered,
+      ANSWER_TIMEOUT_MS,
+      () => `${client.name}: crowd send ${record.tag} unanswered`,
+    );
+    record.acked = true;
+    record.ackSeqs.set(copy(client.uid, CROWD), ack.seq);
+    totals.acknowledged++;
   }
 
   async #allLive(): Promise<void> {
