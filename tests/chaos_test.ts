@@ -25,10 +25,11 @@
  * the counts are printed at the end. It takes ~2 min on two cores busy with other work too (the
  * gateway restarts, ~20 of them, cost ~1 s each).
  *
- * Without the redo log of gateway/store/kv.ts it fails whenever a kill lands inside a write that
- * takes several KV commits: a user's group send is left in some members' streams without its
- * send record, and the retry makes a second message (tests/large_write_crash_test.ts pins that
- * case). With the gateway broken on purpose it fails too: replayed frames not sent (gaps), events
+ * Its kills with a burst wait until a write of several KV commits is under way (the test reads the
+ * store file), so most of them cut one. Without the redo log of gateway/store/kv.ts about one run
+ * in four fails: a user's group send is left in some members' streams without its send record,
+ * and the retry makes a second message (tests/large_write_crash_test.ts pins that case); without
+ * the redo log's recovery at start-up, nearly every run fails. With the gateway broken on purpose it fails too: replayed frames not sent (gaps), events
  * delivered before they are durable (a seq seen with another message after a kill), send records
  * ignored (a clientMessageId twice).
  *
@@ -127,10 +128,11 @@ type Chaos =
   | { kind: "slow"; client: number; atMs: number }
   | { kind: "restart"; atMs: number }
   /**
-   * kill -9 `gapMs` after `burst` big sends to the crowd group start: each one's write takes
-   * several KV commits, so the kill often lands inside one.
+   * kill -9. With a `burst` of big sends to the crowd group (each one's write takes several KV
+   * commits): `intoWriteMs` after the first such write is seen under way, so that the kill cuts
+   * one, before or after its commit point.
    */
-  | { kind: "kill"; atMs: number; burst: number; gapMs: number };
+  | { kind: "kill"; atMs: number; burst: number; intoWriteMs: number };
 
 interface Step {
   sends: SendSpec[];
@@ -209,9 +211,8 @@ const chaosArb: fc.Arbitrary<Chaos> = fc.oneof(
     arbitrary: fc.record({
       kind: fc.constant("kill" as const),
       atMs: atArb,
-      burst: fc.integer({ min: 2, max: 6 }),
-      // A burst's first write starts ~50-100 ms after its requests; the burst lasts ~0.5 s.
-      gapMs: fc.integer({ min: 0, max: 400 }),
+      burst: fc.integer({ min: 0, max: 6 }),
+      intoWriteMs: fc.integer({ min: 0, max: 15 }),
     }),
   },
 );
@@ -329,6 +330,31 @@ class ChaosGateway {
     } catch (error) {
       up.reject(error);
       throw error;
+    }
+  }
+
+  /**
+   * Starts `work` (writes of several KV commits) and resolves once one of them is under way:
+   * its redo log is on disk, or a first part of it has landed (a new event in the stream of a
+   * crowd member nobody connects as); or after `timeoutMs`. The test reads the gateway's store
+   * file as it is written.
+   */
+  async untilLargeWrite(work: () => void, timeoutMs: number): Promise<void> {
+    const kv = await Deno.openKv(this.#current.kvPath);
+    try {
+      const silent = ["event", APP, CROWD_MEMBERS.at(-1)!];
+      const lastSeq = async () =>
+        (await kv.list({ prefix: silent }, { reverse: true, limit: 1 }).next()).value?.key[3];
+      const before = await lastSeq();
+      work();
+      const giveUp = Date.now() + timeoutMs;
+      while (Date.now() < giveUp) {
+        if (!(await kv.list({ prefix: ["redo_log"] }).next()).done) return;
+        if ((await lastSeq()) !== before) return;
+        await delay(1);
+      }
+    } finally {
+      kv.close();
     }
   }
 
@@ -581,11 +607,17 @@ class Scenario {
         await this.#allLive();
         return;
       case "kill": {
-        const burst = Array.from(
-          { length: chaos.burst },
-          (_, i) => this.#crowdSend(this.#clients[MEMBER_CLIENTS[i % MEMBER_CLIENTS.length]]),
-        );
-        await delay(chaos.gapMs);
+        const burst: Array<Promise<void>> = [];
+        const sendBurst = () => {
+          for (let i = 0; i < chaos.burst; i++) {
+            const client = this.#clients[MEMBER_CLIENTS[i % MEMBER_CLIENTS.length]];
+            burst.push(this.#crowdSend(client));
+          }
+        };
+        if (chaos.burst > 0) {
+          await this.#gateway.untilLargeWrite(sendBurst, 5_000);
+          await delay(chaos.intoWriteMs);
+        }
         totals.kills++;
         const [killed, ...sent] = await Promise.allSettled([
           this.#gateway.bounce("kill").then(() => this.#allLive()),
