@@ -29,9 +29,9 @@
  * store file), so most of them cut one. Without the redo log of gateway/store/kv.ts about one run
  * in four fails: a user's group send is left in some members' streams without its send record,
  * and the retry makes a second message (tests/large_write_crash_test.ts pins that case); without
- * the redo log's recovery at start-up it fails as well. With the gateway broken on purpose it fails too: replayed frames not sent (gaps), events
- * delivered before they are durable (a seq seen with another message after a kill), send records
- * ignored (a clientMessageId twice).
+ * the redo log's recovery at start-up it fails as well. With the gateway broken on purpose it
+ * fails too: replayed frames not sent (gaps), events delivered before they are durable (a seq
+ * seen with another message after a kill), send records ignored (a clientMessageId twice).
  *
  * Replay: the test prints `chaos seed <n>`; `CHAOS_SEED=<n>` generates the same scenarios again
  * (the timing of a real process is not replayed, the commands are). On failure fast-check names
