@@ -277,7 +277,10 @@ interface SendRecord {
   kind: SendSpec["kind"] | "blob" | "crowd";
   copies: Set<string>;
   acked: boolean;
-  /** The seq the acknowledgement named, per copy (server sends: each recipient's; user sends: the sender's). */
+  /**
+   * The seq the acknowledgement named, per copy (a server send's: each recipient's; a user
+   * send's: the sender's).
+   */
   ackSeqs: Map<string, number>;
 }
 
