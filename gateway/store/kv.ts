@@ -9,6 +9,8 @@
  *   ["sent", appId, uid, clientMessageId] → SendRecord (idempotent sends)
  *   ["group", appId, guid]                → Group
  *   ["profile", appId, uid]               → ProfileRecord (roles, friends)
+ *   ["redo", time, n]                     → { chunks }: a large write's redo log counts
+ *   ["redo_log", time, n, i]              → chunk i of that log (see `saveUserStates`)
  *
  * Events and send records are written with `expireIn` = the retention; KV deletes them some
  * time after that, and readers skip older ones meanwhile.
@@ -33,9 +35,16 @@ const MAX_MUTATIONS_PER_COMMIT = 800;
 const MAX_BYTES_PER_COMMIT = 500_000;
 /** What a mutation costs besides its value: its key and bookkeeping (an estimate). */
 const MUTATION_OVERHEAD_BYTES = 200;
+/** A redo log is stored in chunks of this many bytes (a KV value holds at most 64 KiB). */
+const REDO_CHUNK_BYTES = 60_000;
+
+const utf8 = new TextEncoder();
 
 export class KvStore implements GatewayStore {
   readonly #kv: Deno.Kv;
+  /** Redo logs past their commit point whose write has not landed yet (it failed). */
+  readonly #unfinished: Array<{ id: Deno.KvKeyPart[]; chunks: number; mutations: Mutation[] }> = [];
+  #redoCount = 0;
 
   private constructor(kv: Deno.Kv) {
     this.#kv = kv;
@@ -44,6 +53,7 @@ export class KvStore implements GatewayStore {
   /** Opens the store; without a path, the platform's own KV (Deno Deploy). */
   static async open(path: string | undefined): Promise<KvStore> {
     const store = new KvStore(await Deno.openKv(path));
+    await store.#recoverRedo();
     await store.#hashLegacyTokens(authTokenHash);
     return store;
   }
@@ -111,63 +121,100 @@ export class KvStore implements GatewayStore {
     return { appId, uid, meta, sessions };
   }
 
+  /**
+   * One group commit. A write that fits one KV commit is one atomic commit. A larger one (a send
+   * to a large group, a burst of sends) takes several, and a crash between two of them would
+   * leave part of it: a user's send whose receivers have the message while its send record is
+   * missing, so that the client's retry sends it again. So it goes through a redo log: the
+   * changes, encoded, are written first, then a marker makes the log count (the commit point),
+   * then the write itself, then the log is removed. A start-up (`open`) finds a marker left by
+   * a crash and writes its changes again, before anything is read: all of the write or none.
+   */
   async saveUserStates(changes: UserStateChange[]): Promise<void> {
-    let op = this.#kv.atomic();
-    let mutations = 0;
-    let bytes = 0;
-    /** Makes room for `count` more mutations of `size` bytes, committing what is queued. */
-    const add = async (count: number, size = 0) => {
-      const cost = size + count * MUTATION_OVERHEAD_BYTES;
-      if (mutations + count <= MAX_MUTATIONS_PER_COMMIT && bytes + cost <= MAX_BYTES_PER_COMMIT) {
-        mutations += count;
-        bytes += cost;
-        return;
-      }
-      if (mutations > 0) await commit(op);
-      op = this.#kv.atomic();
-      mutations = count;
-      bytes = cost;
-    };
-    // Changes that carry send records go last: a crash between two commits of one group write
-    // can leave a send half-appended, but never remembered as done (a retry completes it).
-    const ordered = [
-      ...changes.filter((c) => (c.sendRecords?.length ?? 0) === 0),
-      ...changes.filter((c) => (c.sendRecords?.length ?? 0) > 0),
-    ];
-    for (const change of ordered) {
-      const { appId, uid } = change;
-      const expireIn = change.retentionMs;
-      // Events before the meta that says the stream reaches them: within one commit the order
-      // does not matter, across commits (a large write) the meta never runs ahead of them.
-      for (const event of change.appendEvents ?? []) {
-        await add(1, event.body.length);
-        op.set(["event", appId, uid, event.seq], { at: event.at, body: event.body }, { expireIn });
-      }
-      const drop = change.dropEvents;
-      if (drop !== undefined) {
-        for (let seq = drop.from; seq < drop.below; seq++) {
-          await add(1);
-          op.delete(["event", appId, uid, seq]);
-        }
-      }
-      await add(2, 100);
-      op.set(["meta", appId, uid], change.meta);
-      if (change.meta.held) op.set(["held", appId, uid], true);
-      else op.delete(["held", appId, uid]);
-      for (const session of change.putSessions) {
-        await add(1, 300);
-        op.set(["session", appId, uid, session.sessionId], session);
-      }
-      for (const sessionId of change.deleteSessions) {
-        await add(1);
-        op.delete(["session", appId, uid, sessionId]);
-      }
-      for (const record of change.sendRecords ?? []) {
-        await add(1, record.body.length);
-        op.set(["sent", appId, uid, record.clientMessageId], record, { expireIn });
-      }
+    // A write that failed after its commit point goes first: nothing newer may land under it.
+    await this.#finishRedo();
+    const mutations = mutationsOf(changes);
+    if (fitsOneCommit(mutations)) return await this.#commitAll(mutations);
+    const id = [Date.now(), ++this.#redoCount];
+    const log = utf8.encode(JSON.stringify(changes));
+    const chunks = Math.ceil(log.length / REDO_CHUNK_BYTES);
+    await this.#commitAll(Array.from({ length: chunks }, (_, i) => {
+      const chunk = log.subarray(i * REDO_CHUNK_BYTES, (i + 1) * REDO_CHUNK_BYTES);
+      return { key: ["redo_log", ...id, i], value: chunk, size: chunk.length };
+    }));
+    await commit(this.#kv.atomic().set(["redo", ...id], { chunks }));
+    this.#unfinished.push({ id, chunks, mutations });
+    await this.#finishRedo();
+  }
+
+  /** Writes the redo logs past their commit point (oldest first), then removes them. */
+  async #finishRedo(): Promise<void> {
+    while (this.#unfinished.length > 0) {
+      const { id, chunks, mutations } = this.#unfinished[0];
+      await this.#commitAll(mutations);
+      await this.#removeRedo(id, chunks);
+      this.#unfinished.shift();
     }
-    if (mutations > 0) await commit(op);
+  }
+
+  /** The marker first: chunks of a log whose marker is gone are removed at the next open. */
+  async #removeRedo(id: Deno.KvKeyPart[], chunks: number): Promise<void> {
+    await commit(this.#kv.atomic().delete(["redo", ...id]));
+    await this.#commitAll(
+      Array.from({ length: chunks }, (_, i) => ({ key: ["redo_log", ...id, i], size: 0 })),
+    );
+  }
+
+  /** Start-up: completes the writes a crash cut after their commit point, in write order. */
+  async #recoverRedo(): Promise<void> {
+    const markers: Array<Deno.KvEntry<{ chunks: number }>> = [];
+    for await (const entry of this.#kv.list<{ chunks: number }>({ prefix: ["redo"] })) {
+      markers.push(entry);
+    }
+    for (const marker of markers) {
+      const id = marker.key.slice(1);
+      const parts: Uint8Array[] = [];
+      for await (const entry of this.#kv.list<Uint8Array>({ prefix: ["redo_log", ...id] })) {
+        parts.push(entry.value);
+      }
+      if (parts.length !== marker.value.chunks) {
+        throw new Error(
+          `redo log ${id.join("/")} holds ${parts.length} of ${marker.value.chunks} chunks`,
+        );
+      }
+      const log = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+      parts.reduce((at, part) => (log.set(part, at), at + part.length), 0);
+      const changes = JSON.parse(new TextDecoder().decode(log)) as UserStateChange[];
+      await this.#commitAll(mutationsOf(changes));
+      await commit(this.#kv.atomic().delete(marker.key));
+    }
+    // Chunks of logs that never reached their commit point, or whose removal was cut short.
+    const leftovers: Mutation[] = [];
+    for await (const entry of this.#kv.list({ prefix: ["redo_log"] })) {
+      leftovers.push({ key: entry.key, size: 0 });
+    }
+    await this.#commitAll(leftovers);
+  }
+
+  /** Writes `mutations` in order, in as few commits as the limits allow. */
+  async #commitAll(mutations: readonly Mutation[]): Promise<void> {
+    let op = this.#kv.atomic();
+    let count = 0;
+    let bytes = 0;
+    for (const mutation of mutations) {
+      const cost = mutation.size + MUTATION_OVERHEAD_BYTES;
+      if (count > 0 && (count >= MAX_MUTATIONS_PER_COMMIT || bytes + cost > MAX_BYTES_PER_COMMIT)) {
+        await commit(op);
+        op = this.#kv.atomic();
+        count = 0;
+        bytes = 0;
+      }
+      if (!("value" in mutation)) op.delete(mutation.key);
+      else op.set(mutation.key, mutation.value, { expireIn: mutation.expireIn });
+      count++;
+      bytes += cost;
+    }
+    if (count > 0) await commit(op);
   }
 
   async readEvents(
@@ -244,6 +291,66 @@ export class KvStore implements GatewayStore {
   close(): void {
     this.#kv.close();
   }
+}
+
+/** One set (with `value`) or delete of a write, with the size it adds to a commit. */
+type Mutation =
+  | { key: Deno.KvKey; value: unknown; expireIn?: number; size: number }
+  | { key: Deno.KvKey; size: number };
+
+/** The keys a group commit writes and deletes. */
+function mutationsOf(changes: readonly UserStateChange[]): Mutation[] {
+  const mutations: Mutation[] = [];
+  for (const change of changes) {
+    const { appId, uid } = change;
+    const expireIn = change.retentionMs;
+    for (const event of change.appendEvents ?? []) {
+      mutations.push({
+        key: ["event", appId, uid, event.seq],
+        value: { at: event.at, body: event.body },
+        expireIn,
+        size: event.body.length,
+      });
+    }
+    const drop = change.dropEvents;
+    if (drop !== undefined) {
+      for (let seq = drop.from; seq < drop.below; seq++) {
+        mutations.push({ key: ["event", appId, uid, seq], size: 0 });
+      }
+    }
+    mutations.push({ key: ["meta", appId, uid], value: change.meta, size: 100 });
+    mutations.push(
+      change.meta.held
+        ? { key: ["held", appId, uid], value: true, size: 0 }
+        : { key: ["held", appId, uid], size: 0 },
+    );
+    for (const session of change.putSessions) {
+      mutations.push({
+        key: ["session", appId, uid, session.sessionId],
+        value: session,
+        size: 300,
+      });
+    }
+    for (const sessionId of change.deleteSessions) {
+      mutations.push({ key: ["session", appId, uid, sessionId], size: 0 });
+    }
+    for (const record of change.sendRecords ?? []) {
+      mutations.push({
+        key: ["sent", appId, uid, record.clientMessageId],
+        value: record,
+        expireIn,
+        size: record.body.length,
+      });
+    }
+  }
+  return mutations;
+}
+
+function fitsOneCommit(mutations: readonly Mutation[]): boolean {
+  if (mutations.length > MAX_MUTATIONS_PER_COMMIT) return false;
+  let bytes = 0;
+  for (const mutation of mutations) bytes += mutation.size + MUTATION_OVERHEAD_BYTES;
+  return bytes <= MAX_BYTES_PER_COMMIT;
 }
 
 async function commit(op: Deno.AtomicOperation): Promise<void> {

@@ -122,7 +122,7 @@ export interface GatewayStore {
   deleteAuthToken(appId: string, uid: string, tokenHash: string): Promise<boolean>;
 
   loadUserState(appId: string, uid: string): Promise<UserStateRecord | null>;
-  /** Writes several users' changes as one group commit. */
+  /** Writes several users' changes as one group commit: all of them or none, also across a crash. */
   saveUserStates(changes: UserStateChange[]): Promise<void>;
   /** Users that held a connection when last written: revived at start-up. */
   listHeldUsers(): Promise<Array<{ appId: string; uid: string }>>;

@@ -17,6 +17,11 @@ export interface GatewayProcessOptions {
   openFiles?: number;
   /** HOST of the process; null leaves it unset (the gateway's own default). Default 127.0.0.1. */
   host?: string | null;
+  /**
+   * The module the process runs instead of gateway/main.ts, from the repository root (a wrapper
+   * that injects a fault, then imports gateway/main.ts).
+   */
+  main?: string;
 }
 
 /** `deno` arguments of the gateway process, as `deno task serve` runs it (from the repository root). */
@@ -92,7 +97,11 @@ export class GatewayProcess implements AsyncDisposable {
       kvPath = `${ownsDir}/gateway.kv`;
     }
     const port = freePort();
-    const deno = [Deno.execPath(), ...GATEWAY_MAIN_ARGS];
+    const main = options.main;
+    const mainArgs = main === undefined
+      ? GATEWAY_MAIN_ARGS
+      : GATEWAY_MAIN_ARGS.map((arg) => arg === "gateway/main.ts" ? main : arg);
+    const deno = [Deno.execPath(), ...mainArgs];
     const quoted = deno.map((arg) => `'${arg.replaceAll("'", `'\\''`)}'`).join(" ");
     const [command, args] = options.openFiles === undefined
       ? [deno[0], deno.slice(1)]
