@@ -187,7 +187,15 @@ export class StreamReader {
       }
       this.#reportPosition();
       if (page.hasMore) continue;
-      if (this.#drainBuffer(generation)) {
+      let drained = this.#drainBuffer(generation);
+      if (!drained && this.#position!.seq === after) {
+        // The history ends before a buffered live event and has nothing new: what lies between
+        // is not in it (it never leaves out what it holds). Paging again would loop; go on from
+        // the live event. (The gateway sends no such gap; this is a guard, not a path.)
+        this.#position = { ...this.#position!, seq: this.#buffer[0].seq - 1 };
+        drained = this.#drainBuffer(generation);
+      }
+      if (drained) {
         if (current()) this.#catchingUp = false;
         return;
       }

@@ -148,8 +148,13 @@ export class FakeGateway {
   epoch = "epoch-1";
   /** The stream: `events[i].seq === i + 1`. */
   readonly events: StreamEvent[] = [];
-  /** Events below this seq are past retention: the history route skips them. */
+  /** Events below this seq are past retention (by count): the history route skips them. */
   retainedFrom = 1;
+  /**
+   * Events past retention by age although still cached: a page leaves them out, and its
+   * `nextAfter` moves past them (as the gateway's does).
+   */
+  readonly expired = new Set<number>();
   /** Most events replayed on connect (the gateway's REPLAY_LIMIT). */
   replayLimit = 1_000;
   /** When set, decides the `connected` frame's stream status instead of the model. */
@@ -239,6 +244,7 @@ export class FakeGateway {
     if (resume.epoch !== this.epoch) return refuse("epoch_changed");
     if (resume.seq > this.head) return refuse("ahead_of_stream");
     if (resume.seq + 1 < this.retainedFrom) return refuse("retention");
+    if ([...this.expired].some((seq) => seq > resume.seq)) return refuse("retention");
     if (this.head - resume.seq > this.replayLimit) return refuse("replay_limit");
     const replay = this.events.slice(resume.seq);
     return {
@@ -352,11 +358,11 @@ export class FakeGateway {
       const after = Number(url.searchParams.get("after") ?? 0);
       const limit = Number(url.searchParams.get("limit") ?? 100);
       const from = Math.min(Math.max(after, this.retainedFrom - 1), this.head);
-      const events = this.events.slice(from, from + limit);
-      const nextAfter = events.at(-1)?.seq ?? from;
+      const read = this.events.slice(from, from + limit);
+      const nextAfter = read.at(-1)?.seq ?? from;
       const page: HistoryPage = {
         epoch: this.epoch,
-        events,
+        events: read.filter((event) => !this.expired.has(event.seq)),
         lastSeq: this.head,
         nextAfter,
         hasMore: nextAfter < this.head,

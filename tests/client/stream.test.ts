@@ -268,6 +268,7 @@ Deno.test("stream: a position of another epoch, or ahead of the stream, restarts
 });
 
 Deno.test("stream: events gone to retention are skipped; the position moves past them", async () => {
+  // By count: the history starts later than the position.
   const server = serverWith("1", "2", "3", "4", "5", "6");
   server.retainedFrom = 4;
   const storage = storageWith({ epoch: "epoch-1", seq: 1 });
@@ -275,6 +276,17 @@ Deno.test("stream: events gone to retention are skipped; the position moves past
   assert.deepEqual(got, ["4:4", "5:5", "6:6"]);
   assert.deepEqual(client.getStreamPosition(), { epoch: "epoch-1", seq: 6 });
   await client.destroy();
+
+  // By age: a whole page of expired events comes back empty, and `nextAfter` moves on.
+  const aged = serverWith("1", "2", "3", "4", "5", "6");
+  for (const seq of [2, 3, 4]) aged.expired.add(seq);
+  const again = await loggedIn("auto", {
+    storage: storageWith({ epoch: "epoch-1", seq: 1 }),
+    historyPageSize: 3,
+  }, aged);
+  assert.deepEqual(historyRequests(aged), ["?after=1&limit=3", "?after=4&limit=3"]);
+  assert.deepEqual(again.got, ["5:5", "6:6"]);
+  await again.client.destroy();
 });
 
 Deno.test("stream: a live seq past a gap pages the gap before it is handed over", async () => {
@@ -291,6 +303,17 @@ Deno.test("stream: a live seq past a gap pages the gap before it is handed over"
   await settle();
   assert.deepEqual(got, ["1:a", "2:b", "3:c", "4:d", "5:e"]);
   assert.deepEqual(historyRequests(server), ["?after=1&limit=100"]);
+  await client.destroy();
+});
+
+Deno.test("stream: a gap the history can't fill is paged once, not forever", async () => {
+  const { server, client, got } = await loggedIn("auto", {}, serverWith("a"));
+  // A live seq 4 the stream does not hold (a gateway that broke its promise): no busy loop.
+  server.last.deliver({ type: "message", seq: 4, message: textMessage("d") });
+  await settle();
+  assert.deepEqual(historyRequests(server), ["?after=1&limit=100"]);
+  assert.deepEqual(got, ["4:d"]);
+  assert.deepEqual(client.getStreamPosition(), { epoch: "epoch-1", seq: 4 });
   await client.destroy();
 });
 
@@ -363,8 +386,12 @@ Deno.test("send: over the socket; resolves with its seq; not handed to this clie
   });
   assert.deepEqual(got, [], "the sender's own messages are not incoming");
   assert.deepEqual(client.getStreamPosition(), { epoch: "epoch-1", seq: 2 }, "`sent` moves it");
-  // A retry's answer carries the first seq and does not move the position back or on.
+  // A retry's answer carries the first seq, at no place in the stream: the position stays.
   server.last.deliver({ type: "sent", seq: 1, message: sent.message, duplicate: true });
+  server.last.deliver({ type: "sent", seq: 7, message: sent.message, duplicate: true });
+  await settle();
+  assert.deepEqual(client.getStreamPosition(), { epoch: "epoch-1", seq: 2 });
+  assert.deepEqual(historyRequests(server), [], "no gap seen");
   server.push(textMessage("next"));
   await settle();
   assert.deepEqual(got, ["3:next"]);
