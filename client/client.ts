@@ -1,6 +1,6 @@
 /**
  * `GatewayClient`: init, login, the connection in auto or manual mode, reconnection and app
- * state (SPEC §5).
+ * state (SPEC §5); messages, sends, typing and presence (SPEC §6).
  *
  * How it stays readable (after centrifuge-js):
  * - the socket is its own module, `socket.ts`: one WebSocket with its handshake, heartbeat
@@ -13,7 +13,10 @@
  * - only the current socket is heard: an ended socket reports nothing more, and the client
  *   ignores a socket that is no longer its own, so a late close of an old socket can't act
  *   on a new one;
- * - the rules themselves are pure functions in `policy.ts` and `backoff.ts`.
+ * - the rules themselves are pure functions in `policy.ts` and `backoff.ts`;
+ * - the user's event stream (the position, replay and history catch-up, exactly-once delivery in
+ *   seq order) is `stream.ts`, which this file feeds with frames and pages and whose position it
+ *   stores; sends are kept here until answered, by clientMessageId.
  */
 import {
   type AppState,
