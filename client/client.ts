@@ -328,6 +328,8 @@ export class GatewayClient {
   /** Writes of the stream position, in order (see `#persistPosition`). */
   #positionWrites: Promise<void> = Promise.resolve();
   #positionWriteQueued = false;
+  /** The storage removals of the last `#forgetUser()`. */
+  #forgetting: Promise<void> = Promise.resolve();
   /** Sends not answered yet, by clientMessageId. */
   readonly #pendingSends = new Map<string, PendingSend>();
   /** clientMessageIds this client sent, oldest first. */
@@ -514,6 +516,10 @@ export class GatewayClient {
       );
       this.#endTransport({ reason: "logged_out", source: "client", code: 4006 });
       await this.#forgetUser();
+    } else {
+      // The gateway's close (logged_out) came first and started forgetting: wait for it, so
+      // that nothing of the user is left in storage when logout() resolves.
+      await this.#forgetting;
     }
     if (failure !== null) throw failure;
   }
@@ -860,7 +866,12 @@ export class GatewayClient {
       this.#visibility.removeEventListener("visibilitychange", this.#onVisibility);
       this.#visibility = undefined;
     }
-    await Promise.all([...this.#closing, this.#positionWrites, this.#stream.idle()]);
+    await Promise.all([
+      ...this.#closing,
+      this.#positionWrites,
+      this.#forgetting,
+      this.#stream.idle(),
+    ]);
   }
 
   // ---- the connection -------------------------------------------------------------------
@@ -1339,7 +1350,13 @@ export class GatewayClient {
     this.#stream.reset(null); // The stored position stays, like the stored session.
   }
 
-  async #forgetUser(): Promise<void> {
+  /** Forgets the logged-in user here and in storage; `#forgetting` settles when it is done. */
+  #forgetUser(): Promise<void> {
+    this.#forgetting = this.#forgetUserNow();
+    return this.#forgetting;
+  }
+
+  async #forgetUserNow(): Promise<void> {
     const uid = this.#user?.uid;
     this.#user = null;
     this.#session = null;

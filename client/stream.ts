@@ -59,8 +59,8 @@ export class StreamReader {
   #retryTimer: unknown = null;
   /** Ends the wait of a catch-up that detach() stops. */
   #cancelWait: (() => void) | null = null;
-  /** Settles when the running catch-up ends (for tests and `idle()`). */
-  #caughtUp: Promise<void> = Promise.resolve();
+  /** Catch-ups not ended yet, also abandoned ones whose page is still on its way. */
+  readonly #running = new Set<Promise<void>>();
 
   constructor(options: StreamReaderOptions) {
     this.#options = options;
@@ -76,9 +76,9 @@ export class StreamReader {
     return this.#catchingUp;
   }
 
-  /** Resolves when no catch-up runs (one that is abandoned counts as ended). */
-  idle(): Promise<void> {
-    return this.#caughtUp;
+  /** Resolves when no catch-up runs, nor waits for a page (so that nothing outlives its owner). */
+  async idle(): Promise<void> {
+    while (this.#running.size > 0) await Promise.all([...this.#running]);
   }
 
   /** Another user (or none): starts over from `position` (a stored one, or null). */
@@ -145,7 +145,9 @@ export class StreamReader {
 
   #startCatchUp(): void {
     this.#catchingUp = true;
-    this.#caughtUp = this.#catchUp(this.#generation);
+    const running = this.#catchUp(this.#generation);
+    this.#running.add(running);
+    void running.finally(() => this.#running.delete(running));
   }
 
   /**

@@ -166,6 +166,8 @@ export class FakeGateway {
   failHistory = 0;
   /** Answer `send` frames (default true); false leaves them unanswered (a lost answer). */
   autoAnswerSends = true;
+  /** `POST /v1/session/logout` closes the newest socket (4006) before it answers. */
+  closeOnLogout = false;
   /** `POST /v1/session/messages` fails with a network error (default false). */
   failHttpSends = false;
   /** First results of sends, by clientMessageId. */
@@ -347,7 +349,11 @@ export class FakeGateway {
       };
       return json(200, reply);
     }
-    if (url.pathname === "/v1/session/logout") return json(200, { ok: true });
+    if (url.pathname === "/v1/session/logout") {
+      // Like the gateway: the session's socket is closed (logged_out) before the answer.
+      if (this.closeOnLogout) this.sockets.at(-1)?.serverClose(4006, "logged_out");
+      return json(200, { ok: true });
+    }
     if (url.pathname === "/v1/session/events") {
       if (this.failHistory > 0) {
         this.failHistory--;

@@ -13,6 +13,7 @@ import {
   GatewayClient,
   type GatewayClientOptions,
   type Message,
+  type StorageAdapter,
   type StreamPosition,
   type TypingIndicator,
 } from "../../client/mod.ts";
@@ -204,6 +205,26 @@ Deno.test("stream: stored after the listeners had the event; a restarted client 
   await settle();
   assert.equal(storage.getItem(POSITION_KEY), null);
   await again.client.destroy();
+});
+
+Deno.test("stream: logout leaves nothing of the user in storage, also when the gateway's close comes first", async () => {
+  // A storage whose writes take a while (a file, IndexedDB behind an adapter).
+  const items = new Map<string, string>();
+  const later = () => new Promise((resolve) => setTimeout(resolve, 5));
+  const storage: StorageAdapter = {
+    getItem: (key) => items.get(key) ?? null,
+    setItem: async (key, value) => void (await later(), items.set(key, value)),
+    removeItem: async (key) => void (await later(), items.delete(key)),
+  };
+  const { server, client, rec } = await loggedIn("auto", { storage });
+  server.push(textMessage("a"));
+  await settle();
+  assert.deepEqual([...items.keys()].length, 2, "the session and the position");
+  server.closeOnLogout = true;
+  await client.logout();
+  assert.equal(rec.lastDisconnect().source, "server", "the gateway's close came first");
+  assert.deepEqual([...items.keys()], []);
+  await client.destroy();
 });
 
 // ---- catching up through the history route ------------------------------------------
