@@ -273,17 +273,23 @@ async function typingTest(gw: { url: string }) {
   typist.client.endTyping(target);
   await waitUntil(() => log.length === 2);
   assert.deepEqual(log, ["started:superhero1:user:superhero2", "ended:superhero1:user:superhero2"]);
-  // Renewed while the app keeps calling startTyping: no typing_ended in between.
+  // Renewed while the app keeps calling startTyping: no typing_ended in between (the gateway
+  // may relay a renewal as another typing_started, for receivers that connected meanwhile).
   const start = Date.now();
   typist.client.startTyping(target);
   while (Date.now() - start < TEST_TIMING.typingTimeoutMs * 2) {
     await sleep(100);
     typist.client.startTyping(target);
   }
-  assert.deepEqual(log.slice(2), ["started:superhero1:user:superhero2"]);
+  const renewed = log.slice(2);
+  assert.ok(renewed.length >= 1, "started again");
+  assert.deepEqual(renewed, renewed.map(() => "started:superhero1:user:superhero2"));
   // Then the app stops: the gateway ends it after the timeout.
-  await waitUntil(() => log.length === 4, TEST_TIMING.typingTimeoutMs + 2_000);
-  assert.equal(log[3], "ended:superhero1:user:superhero2");
+  const ended = Date.now();
+  await waitUntil(() => log.at(-1)!.startsWith("ended:"), TEST_TIMING.typingTimeoutMs + 2_000);
+  // The last start_typing went out at most ~0.6 timeout before `ended` (one per half timeout).
+  assert.ok(Date.now() - ended >= TEST_TIMING.typingTimeoutMs / 4, "not before the timeout");
+  assert.equal(log.at(-1), "ended:superhero1:user:superhero2");
   await typist.client.destroy();
   await reader.client.destroy();
 }
