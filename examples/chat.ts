@@ -11,53 +11,59 @@ const baseUrl = Deno.env.get("GATEWAY_URL") ?? "http://127.0.0.1:8000";
 const settings = (auto: boolean) =>
   new AppSettingsBuilder().setRegion("us").autoEstablishSocketConnection(auto).build();
 
+// What superhero2 prints, so that the script can wait until it has printed something.
+const printed: string[] = [];
+let check = () => {};
+const print = (line: string) => {
+  console.log(line);
+  printed.push(line);
+  check();
+};
+const until = (condition: () => boolean) =>
+  new Promise<void>((resolve) => {
+    check = () => condition() && resolve();
+    check();
+  });
+const messages = () => printed.filter((line) => line.startsWith("superhero2 got")).length;
+
 // superhero2: manual mode, prints what it receives.
 const bob = new GatewayClient({ baseUrl });
 await bob.init("demo", settings(false));
-let received = 0;
-let onReceived = () => {};
 bob.addMessageListener("print", {
-  onTextMessageReceived: (message, seq) => {
-    console.log(`superhero2 got "${message.text}" from ${message.from} (seq ${seq})`);
-    received++;
-    onReceived();
-  },
-  onCustomMessageReceived: (message, seq) => {
-    console.log(
-      `superhero2 got a ${message.customType}: ${JSON.stringify(message.data)} (seq ${seq})`,
-    );
-    received++;
-    onReceived();
-  },
-  onTypingStarted: (typing) => console.log(`${typing.from} is typing…`),
-  onTypingEnded: (typing) => console.log(`${typing.from} stopped typing`),
+  onTextMessageReceived: (message, seq) =>
+    print(`superhero2 got "${message.text}" from ${message.from} (seq ${seq})`),
+  onCustomMessageReceived: (message, seq) =>
+    print(`superhero2 got a ${message.customType}: ${JSON.stringify(message.data)} (seq ${seq})`),
+  onTypingStarted: (typing) => print(`${typing.from} is typing…`),
+  onTypingEnded: (typing) => print(`${typing.from} stopped typing`),
 });
-const receivedAll = (count: number) =>
-  new Promise<void>((resolve) => {
-    onReceived = () => received >= count && resolve();
-    onReceived();
-  });
 await bob.login("superhero2", "dev_auth_key__not_secret");
 await bob.connect();
 
-// superhero1: auto mode, sends.
+// superhero1: auto mode (login opens the connection), types and sends.
 const alice = new GatewayClient({ baseUrl });
 await alice.init("demo", settings(true));
+const aliceConnected = new Promise<void>((resolve) =>
+  alice.addConnectionListener("ready", { onConnected: () => resolve() })
+);
 await alice.login("superhero1", "dev_auth_key__not_secret");
+await aliceConnected; // typing is live only: it needs the connection
+
 const to = { receiverType: "user", receiver: "superhero2" } as const;
 alice.startTyping(to); // call it on every key: it renews the indicator while the user types
+await until(() => printed.includes("superhero1 is typing…"));
 const hello = await alice.sendMessage({ ...to, text: "hello" });
 console.log(`superhero1 sent "hello" (seq ${hello.seq} in its own stream)`);
 await alice.sendCustomMessage({ ...to, customType: "location", data: { lat: 48.85, lon: 2.35 } });
 alice.endTyping(to);
-await receivedAll(2);
+await until(() => printed.includes("superhero1 stopped typing") && messages() === 2);
 
 // superhero2 disconnects; what is sent meanwhile comes when it connects again.
 await bob.disconnect();
 await alice.sendMessage({ ...to, text: "are you there?" });
 await alice.sendMessage({ ...to, text: "call me" });
 await bob.connect(); // its connect frame resumes from the last message it received
-await receivedAll(4);
+await until(() => messages() === 4);
 
 await alice.logout();
 await bob.logout();

@@ -57,7 +57,12 @@ Deno.test("example: the quick start connects, logs out and exits by itself", asy
 Deno.test("example: chat: each message once and in order, also those sent while disconnected", async () => {
   await using gateway = await startTestGateway();
   const lines = await runExample("examples/chat.ts", gateway.url);
-  // Typing lines come as the relays deliver them; the messages come in stream order.
+  assert.equal(lines[0], "superhero1 is typing…", "typing reaches superhero2 before the message");
+  const stopped = lines.indexOf("superhero1 stopped typing");
+  assert.ok(
+    stopped > 0 &&
+      stopped < lines.indexOf('superhero2 got "are you there?" from superhero1 (seq 3)'),
+  );
   assert.deepEqual(lines.filter((l) => l.startsWith("superhero2 got")), [
     'superhero2 got "hello" from superhero1 (seq 1)',
     'superhero2 got a location: {"lat":48.85,"lon":2.35} (seq 2)',

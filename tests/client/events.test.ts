@@ -320,16 +320,12 @@ async function presenceTest(gw: { url: string }) {
   await watcher.destroy();
 }
 
-Deno.test({
-  name: "events: typing indicators reach the receiver's listeners; renewed, ended, timed out",
-  // Enable when relays land (gateway/typing.ts; until then the gateway relays nothing).
-  ignore: true,
-  fn: () => withGateway(typingTest),
-});
+Deno.test(
+  "events: typing indicators reach the receiver's listeners; renewed, ended, timed out",
+  () => withGateway(typingTest),
+);
 
-Deno.test({
-  name: "events: presence of the subscribed users reaches the user listeners",
-  // Enable when relays land (gateway/presence.ts; until then the gateway relays nothing).
-  ignore: true,
-  fn: () => withGateway(presenceTest),
-});
+Deno.test(
+  "events: presence of the subscribed users reaches the user listeners",
+  () => withGateway(presenceTest),
+);
