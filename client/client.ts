@@ -1,6 +1,6 @@
 /**
  * `GatewayClient`: init, login, the connection in auto or manual mode, reconnection and app
- * state (SPEC §5).
+ * state (SPEC §5); messages, sends, typing and presence (SPEC §6).
  *
  * How it stays readable (after centrifuge-js):
  * - the socket is its own module, `socket.ts`: one WebSocket with its handshake, heartbeat
@@ -13,21 +13,34 @@
  * - only the current socket is heard: an ended socket reports nothing more, and the client
  *   ignores a socket that is no longer its own, so a late close of an old socket can't act
  *   on a new one;
- * - the rules themselves are pure functions in `policy.ts` and `backoff.ts`.
+ * - the rules themselves are pure functions in `policy.ts` and `backoff.ts`;
+ * - the user's event stream (the position, replay and history catch-up, exactly-once delivery in
+ *   seq order) is `stream.ts`, which this file feeds with frames and pages and whose position it
+ *   stores; sends are kept here until answered, by clientMessageId.
  */
 import {
   type AppState,
   type ConnectionStatus,
   type ErrorCode,
+  type HistoryPage,
   type InitReply,
   type LoginReply,
   LoginReplySchema,
   type Message,
   type Mode,
+  type PresenceChange,
+  type PresenceSubscription,
+  PresenceSubscriptionSchema,
+  type ReceiverType,
   type ServerFrameOf,
   type SessionView,
+  type StreamPosition,
+  StreamPositionSchema,
   type Timing,
   type User,
+  type UserSend,
+  UserSendSchema,
+  validationDetails,
   WEBSOCKET_PATH,
 } from "../contract/mod.ts";
 import { backoffDelay, type BackoffOptions, DEFAULT_BACKOFF } from "./backoff.ts";
@@ -53,8 +66,10 @@ import {
   socketAddress,
   type SocketEnd,
   type SocketEndReport,
+  type TypingTarget,
 } from "./socket.ts";
 import { defaultStorage, type StorageAdapter } from "./storage.ts";
+import { StreamReader } from "./stream.ts";
 
 /** The session part of the login reply: id, bearer credential, mode. */
 export type Session = LoginReply["session"];
@@ -96,13 +111,63 @@ export type TextMessage = Extract<Message, { kind: "text" }>;
 /** A custom message (the app's own JSON object) as received. */
 export type CustomMessage = Extract<Message, { kind: "custom" }>;
 
+/** A typing indicator: `from` is typing to `receiver` (this user, or one of their groups). */
+export type TypingIndicator = Omit<ServerFrameOf<"typing_started">, "type">;
+
+/** Where a message or a typing indicator goes: a user (uid) or a group (guid). */
+export type { TypingTarget };
+
 /**
- * Listener of messages for the logged-in user; each method is optional. `seq` is the message's
- * place in the user's event stream (it only increases).
+ * Listener of messages and typing indicators for the logged-in user; each method is optional.
+ * Messages come exactly once each and in the order of the user's event stream; `seq` is the
+ * message's place in it (it only increases). The user's own messages sent by this client are
+ * not among them (they resolve `sendMessage()`); those sent from the user's other sessions are.
  */
 export interface MessageListener {
   onTextMessageReceived?(message: TextMessage, seq: number): void;
   onCustomMessageReceived?(message: CustomMessage, seq: number): void;
+  /** Someone started typing to this user or to one of their groups (live only, never replayed). */
+  onTypingStarted?(indicator: TypingIndicator): void;
+  /** A typing indicator ended: `endTyping()`, the typing timeout, or the typist went offline. */
+  onTypingEnded?(indicator: TypingIndicator): void;
+}
+
+/**
+ * Listener of presence: the users of the init settings' subscription (`subscriptionType`,
+ * `roles`) coming online or going offline. One call per user change; `at` is the gateway's time
+ * of the change.
+ */
+export interface UserListener {
+  onUserOnline?(user: PresenceChange): void;
+  onUserOffline?(user: PresenceChange): void;
+}
+
+/** A text message to send: to a user (`receiver` is a uid) or a group (a guid). */
+export interface TextMessageInput {
+  receiverType: ReceiverType;
+  receiver: string;
+  text: string;
+  /**
+   * The id that makes retries harmless (default: a fresh `crypto.randomUUID()`). Pass your own
+   * to retry a send yourself, e.g. from an outbox kept across app restarts.
+   */
+  clientMessageId?: string;
+}
+
+/** A custom message to send: the app's own JSON object under its own `customType`. */
+export interface CustomMessageInput {
+  receiverType: ReceiverType;
+  receiver: string;
+  customType: string;
+  data: Record<string, unknown>;
+  /** As for {@link TextMessageInput.clientMessageId}. */
+  clientMessageId?: string;
+}
+
+/** A sent message: as its receivers see it, and its seq in the sender's own stream. */
+export interface SentMessage {
+  message: Message;
+  seq: number;
 }
 
 /** A snapshot of the client's connection state. */
@@ -162,6 +227,8 @@ export interface GatewayClientOptions {
   handshakeTimeoutMs?: number;
   /** Time `disconnect()` waits for the gateway's close before closing itself (default 2 000 ms). */
   disconnectTimeoutMs?: number;
+  /** Events per page when the client catches up through the history route (default 100). */
+  historyPageSize?: number;
 }
 
 /** What the storage adapter holds for one app. */
@@ -171,10 +238,35 @@ interface StoredLogin {
   session: Session;
 }
 
+/** What the storage adapter holds for one user's event stream. */
+interface StoredPosition extends StreamPosition {
+  v: 1;
+}
+
 interface Waiter<T> {
   resolve(value: T): void;
   reject(error: GatewayError): void;
 }
+
+/** A send not answered yet, and where it was last sent. */
+interface PendingSend {
+  body: UserSend;
+  promise: Promise<SentMessage>;
+  resolve(sent: SentMessage): void;
+  reject(error: GatewayError): void;
+  /**
+   * `socket`: a `send` frame on that socket, with its frame id; `http`: a
+   * `POST /v1/session/messages` under way; `waiting`: the gateway could not be reached, the
+   * next connection sends it.
+   */
+  via: { socket: GatewaySocket; frameId: number } | "http" | "waiting";
+}
+
+/** The clientMessageIds of this client's recent sends (a replayed copy is not "incoming"). */
+const OWN_SENDS_REMEMBERED = 1_000;
+
+/** Default events per history page (the route's default too). */
+const DEFAULT_HISTORY_PAGE = 100;
 
 /** Descriptions of the local reasons (the server sends its own in the `closing` frame). */
 const LOCAL_DESCRIPTIONS: Record<LocalDisconnectReason, string> = {
@@ -227,6 +319,23 @@ export class GatewayClient {
   #lastDisconnect: DisconnectInfo | null = null;
   readonly #listeners = new Map<string, ConnectionListener>();
   readonly #messageListeners = new Map<string, MessageListener>();
+  readonly #userListeners = new Map<string, UserListener>();
+
+  /** Whose presence the connections receive (the init reply's subscription). */
+  #presence: PresenceSubscription | undefined;
+  /** The user's event stream: the position, the catch-up, the order of delivery. */
+  readonly #stream: StreamReader;
+  /** Writes of the stream position, in order (see `#persistPosition`). */
+  #positionWrites: Promise<void> = Promise.resolve();
+  #positionWriteQueued = false;
+  /** The storage removals of the last `#forgetUser()`. */
+  #forgetting: Promise<void> = Promise.resolve();
+  /** Sends not answered yet, by clientMessageId. */
+  readonly #pendingSends = new Map<string, PendingSend>();
+  /** clientMessageIds this client sent, oldest first. */
+  readonly #ownSends = new Set<string>();
+  /** When `start_typing` was last sent on the current socket, per target. */
+  readonly #typingSentAt = new Map<string, number>();
 
   /** The current socket; null between connections. */
   #socket: GatewaySocket | null = null;
@@ -241,7 +350,7 @@ export class GatewayClient {
   #connectWaiters: Waiter<void>[] = [];
   #disconnectWaiters: Waiter<void>[] = [];
   readonly #keepAlives = new Set<KeepAlive>();
-  /** Sockets told to close, and not yet closed; `destroy()` waits for them. */
+  /** Sockets told to close and not yet closed, and sends out over HTTP: `destroy()` waits. */
   readonly #closing = new Set<Promise<void>>();
 
   #visibility: VisibilitySource | undefined;
@@ -262,6 +371,18 @@ export class GatewayClient {
     this.#WebSocket = options.WebSocket ??
       (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     this.#rest = createRestClient({ baseUrl: options.baseUrl, fetch: options.fetch });
+    this.#stream = new StreamReader({
+      fetchPage: (after, limit) => this.#fetchHistory(after, limit),
+      pageSize: options.historyPageSize ?? DEFAULT_HISTORY_PAGE,
+      handOver: (seq, message, sent) => this.#handOver(seq, message, sent),
+      positionChanged: () => this.#persistPosition(),
+      pageFailed: (error) => {
+        const failure = GatewayError.fromUnknown(error);
+        this.#emit((l) => l.onConnectionError?.(failure));
+      },
+      retryDelay: (attempt) => backoffDelay(attempt, this.#random, this.#backoff),
+      clock: this.#clock,
+    });
     if (options.trackVisibility !== false) {
       this.#visibility = options.document ?? pageDocument();
       if (this.#visibility !== undefined) {
@@ -283,16 +404,32 @@ export class GatewayClient {
   async init(appId: string, settings: AppSettings): Promise<InitReply> {
     const reply = await this.#request(() => this.#rest.init({ params: { appId }, body: settings }));
     if (reply.status !== 200) throw GatewayError.fromPayload(reply.body, reply.status);
+    // The subscription rides in every connect frame: one the gateway would refuse there is
+    // refused here, before any connection depends on it.
+    const presence = PresenceSubscriptionSchema.safeParse({
+      subscriptionType: reply.body.subscriptionType,
+      ...(reply.body.roles === undefined ? {} : { roles: reply.body.roles }),
+    });
+    if (!presence.success) {
+      throw new GatewayError(
+        "ERR_BAD_REQUEST",
+        "The presence subscription does not fit in a connect frame.",
+        validationDetails(presence.error.issues, "presence"),
+      );
+    }
     if (this.#appId !== null) this.#reset(); // A second init starts over.
     this.#appId = appId;
     this.#initReply = reply.body;
     this.#timing = reply.body.timing;
+    this.#presence = presence.data;
 
     const stored = await this.#readStoredLogin();
     if (stored !== null) {
       if (stored.session.mode === reply.body.mode) {
         this.#user = stored.user;
         this.#session = stored.session;
+        this.#stream.reset(await this.#readPosition(stored.user.uid));
+        if (this.#session !== stored.session) return reply.body; // Replaced meanwhile.
         if (this.#mode === "auto") {
           this.#wantConnected = true;
           this.#connectIfAllowed();
@@ -333,6 +470,7 @@ export class GatewayClient {
       const { user, session } = reply.body;
       this.#user = user;
       this.#session = session;
+      this.#stream.reset(await this.#readPosition(user.uid));
       await this.#storage.setItem(
         this.#storageKey(),
         JSON.stringify({ v: 1, user, session } satisfies StoredLogin),
@@ -372,8 +510,16 @@ export class GatewayClient {
       failure = GatewayError.fromUnknown(error);
     }
     if (this.#session === session) {
+      this.#failPendingSends(
+        "ERROR_USER_NOT_LOGGED_IN",
+        "Logged out before the send was answered.",
+      );
       this.#endTransport({ reason: "logged_out", source: "client", code: 4006 });
       await this.#forgetUser();
+    } else {
+      // The gateway's close (logged_out) came first and started forgetting: wait for it, so
+      // that nothing of the user is left in storage when logout() resolves.
+      await this.#forgetting;
     }
     if (failure !== null) throw failure;
   }
@@ -609,6 +755,106 @@ export class GatewayClient {
     this.#messageListeners.delete(id);
   }
 
+  /** Adds (or replaces) the presence listener with this id. */
+  addUserListener(id: string, listener: UserListener): void {
+    this.#userListeners.set(id, listener);
+  }
+
+  /** Removes the presence listener with this id. */
+  removeUserListener(id: string): void {
+    this.#userListeners.delete(id);
+  }
+
+  /**
+   * The last event of the user's stream that the listeners were given (`{ epoch, seq }`), or
+   * null before the first connection of a user with nothing stored.
+   */
+  getStreamPosition(): StreamPosition | null {
+    const position = this.#stream.position;
+    return position === null ? null : { ...position };
+  }
+
+  // ---- sending --------------------------------------------------------------------------
+
+  /**
+   * Sends a text message (`{ receiverType, receiver, text }`) or a custom one
+   * (`{ receiverType, receiver, customType, data }`) as the logged-in user; resolves with the
+   * message as its receivers see it and its seq in the user's own stream.
+   *
+   * Over the WebSocket when connected, else over `POST /v1/session/messages`. Every send has a
+   * `clientMessageId` (its own, or a fresh UUID) and the gateway creates one message per id, so
+   * the client retries freely with the same id: when the socket ends before the answer it sends
+   * again over HTTP at once; when the gateway can't be reached at all the send waits for the next
+   * connection. It rejects with the gateway's refusal (e.g. `ERR_UID_NOT_FOUND`,
+   * `ERR_NOT_A_MEMBER`), or when `logout()`/`destroy()` comes first.
+   */
+  sendMessage(input: TextMessageInput | CustomMessageInput): Promise<SentMessage> {
+    return this.#guard(() => {
+      this.#requireInit();
+      this.#requireUser();
+      const content = "text" in input
+        ? { kind: "text" as const, text: input.text }
+        : { kind: "custom" as const, customType: input.customType, data: input.data };
+      const checked = UserSendSchema.safeParse({
+        clientMessageId: input.clientMessageId ?? crypto.randomUUID(),
+        receiverType: input.receiverType,
+        receiver: input.receiver,
+        message: content,
+      });
+      if (!checked.success) {
+        throw new GatewayError(
+          "ERR_BAD_REQUEST",
+          undefined,
+          validationDetails(checked.error.issues, "body"),
+        );
+      }
+      const body = checked.data;
+      const earlier = this.#pendingSends.get(body.clientMessageId);
+      if (earlier !== undefined) return earlier.promise; // The same send, still under way.
+      let resolve!: (sent: SentMessage) => void;
+      let reject!: (error: GatewayError) => void;
+      const promise = new Promise<SentMessage>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      const pending: PendingSend = { body, promise, resolve, reject, via: "waiting" };
+      this.#pendingSends.set(body.clientMessageId, pending);
+      this.#rememberOwnSend(body.clientMessageId);
+      this.#dispatchSend(pending);
+      return promise;
+    });
+  }
+
+  /** {@link GatewayClient.sendMessage} for a custom message (CometChat's name for it). */
+  sendCustomMessage(input: CustomMessageInput): Promise<SentMessage> {
+    return this.sendMessage(input);
+  }
+
+  /**
+   * Tells `target` (a user, or a group's members) that the user is typing. Call it as often as
+   * the user types (e.g. on every key): the client sends `start_typing` on the first call and
+   * again, to renew the indicator, on a call at least half `timing.typingTimeoutMs` after the
+   * last one it sent. The gateway ends the indicator `typingTimeoutMs` after the last
+   * `start_typing`, so an app that stops calling lets it lapse by itself. Live only: when not
+   * connected nothing is sent.
+   */
+  startTyping(target: TypingTarget): void {
+    const socket = this.#socket;
+    if (socket === null || !socket.handshaken || this.#timing === null) return;
+    const key = typingKey(target);
+    const now = this.#clock.now();
+    const last = this.#typingSentAt.get(key);
+    if (last !== undefined && now - last < this.#timing.typingTimeoutMs / 2) return;
+    if (socket.typing("start_typing", target)) this.#typingSentAt.set(key, now);
+  }
+
+  /** Ends the typing indicator to `target` at once (`end_typing`); nothing when not connected. */
+  endTyping(target: TypingTarget): void {
+    this.#typingSentAt.delete(typingKey(target));
+    const socket = this.#socket;
+    if (socket !== null && socket.handshaken) socket.typing("end_typing", target);
+  }
+
   /**
    * Stops everything this client runs — socket, timers, keep-alives, the visibility
    * listener — without logging out, and waits until its sockets have closed. The stored
@@ -620,7 +866,12 @@ export class GatewayClient {
       this.#visibility.removeEventListener("visibilitychange", this.#onVisibility);
       this.#visibility = undefined;
     }
-    await Promise.all([...this.#closing]);
+    await Promise.all([
+      ...this.#closing,
+      this.#positionWrites,
+      this.#forgetting,
+      this.#stream.idle(),
+    ]);
   }
 
   // ---- the connection -------------------------------------------------------------------
@@ -662,6 +913,15 @@ export class GatewayClient {
         handshakeTimeoutMs: this.#options.handshakeTimeoutMs ?? 10_000,
         appState: this.#appState,
         backgroundService: this.#backgroundService,
+        // Every connect frame resumes from the last event handed over (auto and manual mode,
+        // every reconnection), and subscribes to presence as the init settings say.
+        handshake: () => {
+          const resume = this.#stream.position;
+          return {
+            ...(resume === null ? {} : { resume: { ...resume } }),
+            ...(this.#presence === undefined ? {} : { presence: this.#presence }),
+          };
+        },
       }, {
         onConnected: (frame) => {
           if (current()) this.#onConnected(frame);
@@ -670,10 +930,19 @@ export class GatewayClient {
           if (current()) this.#backgroundDeadline = deadline;
         },
         onMessage: (message, seq) => {
-          if (current()) this.#onMessage(message, seq);
+          if (current()) this.#stream.event(seq, message, false);
         },
-        onError: (error) => {
-          if (current()) this.#emit((l) => l.onConnectionError?.(error));
+        onSent: (frame) => {
+          if (current()) this.#onSent(frame);
+        },
+        onTyping: (frame) => {
+          if (current()) this.#onTyping(frame);
+        },
+        onPresence: (frame) => {
+          if (current()) this.#onPresence(frame);
+        },
+        onError: (error, id) => {
+          if (current()) this.#onError(socket, error, id);
         },
         onEnd: (end) => {
           if (current()) this.#onSocketEnd(socket, end);
@@ -698,13 +967,30 @@ export class GatewayClient {
     this.#reconnectPending = false;
     this.#timing = frame.timing;
     this.#backgroundDeadline = frame.backgroundDeadline;
+    // Before anything else: the replayed `message` frames come right after this one.
+    this.#stream.connected(frame.stream);
+    // Sends that could not reach the gateway, or whose answer is still out over HTTP, go again
+    // on this connection (same clientMessageId: the gateway keeps one message per id).
+    for (const pending of [...this.#pendingSends.values()]) {
+      if (typeof pending.via === "string") this.#dispatchSend(pending);
+    }
     if (this.#setStatus("connected")) {
       this.#emit((l) => l.onConnected?.(frame));
     }
     for (const waiter of this.#connectWaiters.splice(0)) waiter.resolve();
   }
 
-  #onMessage(message: Message, seq: number): void {
+  /** An event of the stream, in order and once: to the listeners, or the answer to a send. */
+  #handOver(seq: number, message: Message, sent: boolean): void {
+    const cid = message.clientMessageId;
+    // Its own message comes back to the sending session as `sent`, or as `message` when it
+    // is replayed or paged (the session may not have seen its `sent`).
+    const own = sent ||
+      (cid !== undefined && message.from === this.#user?.uid && this.#ownSends.has(cid));
+    if (own) {
+      if (cid !== undefined) this.#settleSend(cid, { message, seq });
+      return;
+    }
     for (const listener of [...this.#messageListeners.values()]) {
       try {
         if (message.kind === "text") listener.onTextMessageReceived?.(message, seq);
@@ -715,13 +1001,205 @@ export class GatewayClient {
     }
   }
 
+  /**
+   * A `sent` frame answers the send at once; a first one (not a retry's answer) is also an
+   * event of the stream, at its place (a retry's answer carries the seq of the first send, which
+   * the stream hands over in its own time).
+   */
+  #onSent(frame: ServerFrameOf<"sent">): void {
+    const cid = frame.message.clientMessageId;
+    if (cid !== undefined) this.#settleSend(cid, { message: frame.message, seq: frame.seq });
+    if (!frame.duplicate) this.#stream.event(frame.seq, frame.message, true);
+  }
+
+  #onTyping(frame: ServerFrameOf<"typing_started"> | ServerFrameOf<"typing_ended">): void {
+    const { type, ...indicator } = frame;
+    for (const listener of [...this.#messageListeners.values()]) {
+      try {
+        if (type === "typing_started") listener.onTypingStarted?.(indicator);
+        else listener.onTypingEnded?.(indicator);
+      } catch (error) {
+        console.error("GatewayClient: a message listener threw", error);
+      }
+    }
+  }
+
+  #onPresence(frame: ServerFrameOf<"presence">): void {
+    for (const change of frame.users) {
+      for (const listener of [...this.#userListeners.values()]) {
+        try {
+          if (change.online) listener.onUserOnline?.(change);
+          else listener.onUserOffline?.(change);
+        } catch (error) {
+          console.error("GatewayClient: a user listener threw", error);
+        }
+      }
+    }
+  }
+
+  /** An error frame: the refusal of a send on this socket, or one for the connection listeners. */
+  #onError(socket: GatewaySocket, error: GatewayError, id: string | number | undefined): void {
+    if (id !== undefined) {
+      for (const [cid, pending] of this.#pendingSends) {
+        const via = pending.via;
+        if (typeof via === "object" && via.socket === socket && via.frameId === id) {
+          this.#pendingSends.delete(cid);
+          pending.reject(error);
+          return;
+        }
+      }
+    }
+    this.#emit((l) => l.onConnectionError?.(error));
+  }
+
   /** The current socket ended (it has stopped its timers and failed its own waits). */
   #onSocketEnd(socket: GatewaySocket, end: SocketEndReport): void {
     this.#socket = null;
+    this.#stream.detach();
+    this.#typingSentAt.clear(); // The gateway ended this connection's indicators.
     // destroy() waits until the dropped socket has closed.
     this.#closing.add(socket.closed);
     void socket.closed.then(() => this.#closing.delete(socket.closed));
     this.#connectionEnded(end, end.handshakeError);
+    // Sends this socket did not answer go again (over HTTP now: there is no socket).
+    for (const pending of [...this.#pendingSends.values()]) {
+      if (typeof pending.via === "object" && pending.via.socket === socket) {
+        this.#dispatchSend(pending);
+      }
+    }
+  }
+
+  // ---- sends ----------------------------------------------------------------------------
+
+  /** Sends (again) over the socket when connected, else over HTTP. */
+  #dispatchSend(pending: PendingSend): void {
+    if (this.#pendingSends.get(pending.body.clientMessageId) !== pending) return;
+    const socket = this.#socket;
+    const frameId = socket?.sendMessage(pending.body) ?? null;
+    if (socket !== null && frameId !== null) {
+      pending.via = { socket, frameId };
+      return;
+    }
+    pending.via = "http";
+    // destroy() waits for it, so that nothing of this client outlives it.
+    const request = this.#sendOverHttp(pending);
+    this.#closing.add(request);
+    void request.then(() => this.#closing.delete(request));
+  }
+
+  async #sendOverHttp(pending: PendingSend): Promise<void> {
+    const cid = pending.body.clientMessageId;
+    const session = this.#session;
+    const stillOut = () => this.#pendingSends.get(cid) === pending && pending.via === "http";
+    let failure: GatewayError | null = null;
+    if (session !== null) {
+      try {
+        const reply = await this.#rest.session.send({
+          headers: this.#bearer(session),
+          body: pending.body,
+        });
+        if (reply.status === 200) {
+          this.#settleSend(cid, { message: reply.body.message, seq: reply.body.seq });
+          return;
+        }
+        failure = GatewayError.fromPayload(reply.body, reply.status);
+      } catch {
+        // The gateway could not be reached: like one that is unavailable, below.
+      }
+    } else {
+      failure = new GatewayError("ERROR_USER_NOT_LOGGED_IN", undefined, { clientMessageId: cid });
+    }
+    if (!stillOut()) return;
+    if (failure !== null && failure.errorCode !== "ERR_SERVICE_UNAVAILABLE") {
+      this.#pendingSends.delete(cid);
+      pending.reject(failure);
+      return;
+    }
+    // Not taken now: the next connection sends it (or the current one, if it came up while the
+    // request was out).
+    pending.via = "waiting";
+    if (this.#socket?.handshaken) this.#dispatchSend(pending);
+  }
+
+  #settleSend(cid: string, sent: SentMessage): void {
+    const pending = this.#pendingSends.get(cid);
+    if (pending === undefined) return;
+    this.#pendingSends.delete(cid);
+    pending.resolve(sent);
+  }
+
+  /**
+   * Rejects every send not answered yet: the message may or may not exist; the error's
+   * `details.clientMessageId` lets the app send again without a second copy.
+   */
+  #failPendingSends(code: ErrorCode, description: string): void {
+    const pending = [...this.#pendingSends.values()];
+    this.#pendingSends.clear();
+    for (const send of pending) {
+      const { clientMessageId } = send.body;
+      send.reject(new GatewayError(code, description, { clientMessageId }));
+    }
+  }
+
+  #rememberOwnSend(cid: string): void {
+    this.#ownSends.delete(cid);
+    this.#ownSends.add(cid);
+    if (this.#ownSends.size > OWN_SENDS_REMEMBERED) {
+      this.#ownSends.delete(this.#ownSends.values().next().value!);
+    }
+  }
+
+  // ---- the stream position --------------------------------------------------------------
+
+  /** One page of the history route, for the stream reader. */
+  async #fetchHistory(after: number, limit: number): Promise<HistoryPage> {
+    const session = this.#requireUser();
+    const reply = await this.#request(() =>
+      this.#rest.session.history({ headers: this.#bearer(session), query: { after, limit } })
+    );
+    if (reply.status !== 200) throw GatewayError.fromPayload(reply.body, reply.status);
+    return reply.body;
+  }
+
+  /**
+   * Stores the position, after the events up to it were handed over (so a crash of the app
+   * hands them over again rather than never). Writes are queued one after the other, and a
+   * write that waits takes the newest position when its turn comes: at most one write runs and
+   * one waits, however fast events arrive.
+   */
+  #persistPosition(): void {
+    if (this.#positionWriteQueued || this.#user === null) return;
+    this.#positionWriteQueued = true;
+    const key = this.#positionKey(this.#user.uid);
+    this.#positionWrites = this.#positionWrites.then(async () => {
+      this.#positionWriteQueued = false;
+      const position = this.#stream.position;
+      // The user may have changed meanwhile: their position is theirs to write.
+      if (position === null || this.#user === null || this.#positionKey(this.#user.uid) !== key) {
+        return;
+      }
+      await this.#storage.setItem(
+        key,
+        JSON.stringify({ v: 1, ...position } satisfies StoredPosition),
+      );
+    }).catch((error) => console.error("GatewayClient: storing the stream position failed", error));
+  }
+
+  async #readPosition(uid: string): Promise<StreamPosition | null> {
+    await this.#positionWrites;
+    try {
+      const raw = await this.#storage.getItem(this.#positionKey(uid));
+      if (raw === null) return null;
+      const { v, ...position } = JSON.parse(raw) as Partial<StoredPosition>;
+      const checked = StreamPositionSchema.safeParse(position);
+      return v === 1 && checked.success ? checked.data : null;
+    } catch {
+      return null;
+    }
+  }
+
+  #positionKey(uid: string): string {
+    return `${this.#storageKey()}:stream:${uid}`;
   }
 
   /**
@@ -862,18 +1340,44 @@ export class GatewayClient {
     this.#wantConnected = false;
     this.#cancelReconnect();
     this.#stopKeepAlives();
+    this.#failPendingSends(
+      "NO_WEBSOCKET_CONNECTION",
+      "The client was destroyed before the send was answered.",
+    );
     this.#endTransport({ reason: "destroyed", source: "client", code: 1000 });
     this.#user = null;
     this.#session = null;
+    this.#stream.reset(null); // The stored position stays, like the stored session.
   }
 
-  async #forgetUser(): Promise<void> {
+  /** Forgets the logged-in user here and in storage; `#forgetting` settles when it is done. */
+  #forgetUser(): Promise<void> {
+    this.#forgetting = this.#forgetUserNow();
+    return this.#forgetting;
+  }
+
+  async #forgetUserNow(): Promise<void> {
+    const uid = this.#user?.uid;
     this.#user = null;
     this.#session = null;
     this.#wantConnected = false;
     this.#cancelReconnect();
     this.#stopKeepAlives();
-    if (this.#appId !== null) await this.#storage.removeItem(this.#storageKey());
+    this.#failPendingSends(
+      "ERROR_USER_NOT_LOGGED_IN",
+      "The session ended before the send was answered.",
+    );
+    this.#stream.reset(null);
+    this.#ownSends.clear();
+    if (this.#appId === null) return;
+    const removals = [this.#storage.removeItem(this.#storageKey())];
+    if (uid !== undefined) {
+      // After the writes already queued, which see that the user is gone and write nothing.
+      const key = this.#positionKey(uid);
+      this.#positionWrites = this.#positionWrites.then(() => this.#storage.removeItem(key));
+      removals.push(this.#positionWrites);
+    }
+    await Promise.all(removals);
   }
 
   async #readStoredLogin(): Promise<StoredLogin | null> {
@@ -933,6 +1437,10 @@ export class GatewayClient {
       throw GatewayError.fromUnknown(error);
     }
   }
+}
+
+function typingKey(target: TypingTarget): string {
+  return `${target.receiverType}:${target.receiver}`;
 }
 
 function describe(reason: ConnectionEndReason): string {

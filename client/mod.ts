@@ -1,7 +1,8 @@
 /**
- * The typed client of the liveness gateway: `GatewayClient` (auto and manual mode),
- * `AppSettingsBuilder`, `GatewayError`, the storage adapters, and every contract type an app
- * needs. Runs in Deno, browsers and Node 22+.
+ * The typed client of the liveness gateway: `GatewayClient` (auto and manual mode; messages
+ * delivered exactly once in stream order, sends, typing and presence), `AppSettingsBuilder`,
+ * `GatewayError`, the storage adapters, and every contract type an app needs. Runs in Deno,
+ * browsers and Node 22+.
  *
  * ```ts
  * import { AppSettingsBuilder, GatewayClient } from "./client/mod.ts";
@@ -21,14 +22,20 @@ export {
   type ConnectionInfo,
   type ConnectionListener,
   type CustomMessage,
+  type CustomMessageInput,
   type DisconnectInfo,
   GatewayClient,
   type GatewayClientOptions,
   type KeepAlive,
   type MessageListener,
   type PingResult,
+  type SentMessage,
   type Session,
   type TextMessage,
+  type TextMessageInput,
+  type TypingIndicator,
+  type TypingTarget,
+  type UserListener,
 } from "./client.ts";
 export { type AppSettings, AppSettingsBuilder } from "./settings.ts";
 export { GatewayError, isGatewayError } from "./errors.ts";

@@ -14,10 +14,13 @@ import {
   type AppState,
   type ClientFrameInput,
   type Message,
+  type PresenceSubscription,
   reasonOfCloseCode,
   type ServerFrame,
   type ServerFrameOf,
+  type StreamPosition,
   type Timing,
+  type UserSend,
   WS_CREDENTIAL_PROTOCOL_PREFIX,
   WS_PROTOCOL,
 } from "../contract/mod.ts";
@@ -64,9 +67,17 @@ export interface SocketEvents {
   onConnected(frame: ServerFrameOf<"connected">): void;
   /** The background deadline of a `pong` or `state` reply (null in foreground). */
   onBackgroundDeadline(deadline: number | null): void;
+  /** A `message` frame: an event of the user's stream (replayed or live). */
   onMessage(message: Message, seq: number): void;
-  /** An `error` frame after the handshake that no request of this socket was waiting for. */
-  onError(error: GatewayError): void;
+  /** A `sent` frame: this session's own message at its place in the stream, or a retry's answer. */
+  onSent(frame: ServerFrameOf<"sent">): void;
+  onTyping(frame: ServerFrameOf<"typing_started"> | ServerFrameOf<"typing_ended">): void;
+  onPresence(frame: ServerFrameOf<"presence">): void;
+  /**
+   * An `error` frame after the handshake that no ping or app-state request of this socket was
+   * waiting for; `id` is the frame id it answers (e.g. a `send`), if any.
+   */
+  onError(error: GatewayError, id: string | number | undefined): void;
   /** The one end of this socket. */
   onEnd(end: SocketEndReport): void;
 }
@@ -84,6 +95,17 @@ export interface SocketOptions {
   /** The app state the `connect` frame announces; kept current with `setAppState()`. */
   appState: AppState;
   backgroundService: boolean;
+  /**
+   * What else the `connect` frame carries, asked for when the socket opens (so it is as fresh
+   * as can be): the stream position to resume from and the presence subscription.
+   */
+  handshake?: () => { resume?: StreamPosition; presence?: PresenceSubscription };
+}
+
+/** Where a typing indicator is aimed. */
+export interface TypingTarget {
+  receiverType: UserSend["receiverType"];
+  receiver: string;
 }
 
 /**
@@ -157,6 +179,7 @@ export class GatewaySocket {
     this.#backgroundService = options.backgroundService;
     this.closed = new Promise<void>((resolve) => this.#markClosed = resolve);
 
+    const handshake = options.handshake;
     const ws = new options.WebSocket(options.url, options.protocols);
     this.#ws = ws;
     this.#handshakeTimer = this.#clock.setTimeout(() => {
@@ -165,11 +188,14 @@ export class GatewaySocket {
     }, options.handshakeTimeoutMs);
 
     ws.onopen = () => {
+      const extra = handshake?.() ?? {};
       this.#send({
         type: "connect",
         id: this.#nextFrameId(),
         appState: this.#appState,
         backgroundService: this.#backgroundService,
+        ...(extra.resume === undefined ? {} : { resume: extra.resume }),
+        ...(extra.presence === undefined ? {} : { presence: extra.presence }),
       });
     };
     ws.onmessage = (event: MessageEvent) => {
@@ -259,6 +285,29 @@ export class GatewaySocket {
     }, timeoutMs);
   }
 
+  /**
+   * Sends a message (`send` frame); returns the frame id its `error` answer would carry, or
+   * null when the socket is not handshaken. Its success is the `sent` frame (`onSent`).
+   */
+  sendMessage(send: UserSend): number | null {
+    if (!this.handshaken) return null;
+    const id = this.#nextFrameId();
+    this.#send({ type: "send", id, ...send });
+    return id;
+  }
+
+  /** Sends `start_typing` or `end_typing`; false when the socket is not handshaken. */
+  typing(type: "start_typing" | "end_typing", target: TypingTarget): boolean {
+    if (!this.handshaken) return false;
+    this.#send({
+      type,
+      id: this.#nextFrameId(),
+      receiverType: target.receiverType,
+      receiver: target.receiver,
+    });
+    return true;
+  }
+
   /** Ends the socket from this side; the end is reported like any other. */
   close(end: SocketEnd): void {
     this.#end(end);
@@ -317,12 +366,22 @@ export class GatewaySocket {
         } else if (!this.#handshaken) {
           this.#handshakeError = error; // Reported with the end that follows.
         } else {
-          this.#events.onError(error);
+          this.#events.onError(error, frame.id);
         }
         return;
       }
       case "message":
         this.#events.onMessage(frame.message, frame.seq);
+        return;
+      case "sent":
+        this.#events.onSent(frame);
+        return;
+      case "typing_started":
+      case "typing_ended":
+        this.#events.onTyping(frame);
+        return;
+      case "presence":
+        this.#events.onPresence(frame);
         return;
       case "closing":
         this.#end({

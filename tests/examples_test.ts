@@ -1,4 +1,4 @@
-/** The README's two examples (examples/*.ts) run against a real gateway and say what they should. */
+/** The examples (examples/*.ts) run against a real gateway and say what they should. */
 import assert from "node:assert/strict";
 import { startTestGateway } from "./support/harness.ts";
 
@@ -52,6 +52,24 @@ Deno.test("example: the quick start connects, logs out and exits by itself", asy
   assert.equal(lines[0], "connecting");
   assert.match(lines[1], /^connected [0-9a-f-]{36}$/);
   assert.deepEqual(lines.slice(2), ["status connected", "disconnected logged_out 4006 never"]);
+});
+
+Deno.test("example: chat: each message once and in order, also those sent while disconnected", async () => {
+  await using gateway = await startTestGateway();
+  const lines = await runExample("examples/chat.ts", gateway.url);
+  assert.equal(lines[0], "superhero1 is typing…", "typing reaches superhero2 before the message");
+  const stopped = lines.indexOf("superhero1 stopped typing");
+  assert.ok(
+    stopped > 0 &&
+      stopped < lines.indexOf('superhero2 got "are you there?" from superhero1 (seq 3)'),
+  );
+  assert.deepEqual(lines.filter((l) => l.startsWith("superhero2 got")), [
+    'superhero2 got "hello" from superhero1 (seq 1)',
+    'superhero2 got a location: {"lat":48.85,"lon":2.35} (seq 2)',
+    'superhero2 got "are you there?" from superhero1 (seq 3)',
+    'superhero2 got "call me" from superhero1 (seq 4)',
+  ]);
+  assert.ok(lines.includes('superhero1 sent "hello" (seq 1 in its own stream)'), lines.join("\n"));
 });
 
 Deno.test("examples say that they read GATEWAY_URL", async () => {

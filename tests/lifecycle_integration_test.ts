@@ -338,6 +338,21 @@ Deno.test("shutdown: sockets get 1012 with a closing frame", async () => {
   await stopped;
 });
 
+Deno.test("shutdown: a connection that never sent a byte does not hold the stop", async () => {
+  const gateway = await startTestGateway(); // close timeout: the default 5 s
+  // What a browser's preconnect or an HTTP client pool's spare connection looks like.
+  const silent = await Deno.connect({ hostname: "127.0.0.1", port: gateway.port });
+  await login(gateway, "auto"); // and one that was used and is idle (keep-alive)
+  await delay(50); // accepted by the gateway
+  const started = Date.now();
+  await gateway.stop();
+  const took = Date.now() - started;
+  // Held, it takes the close timeout (5 s); half of it leaves room for a loaded machine.
+  assert.ok(took < 2_500, `stop took ${took} ms`);
+  assert.equal(await silent.read(new Uint8Array(1)).catch(() => null), null, "closed");
+  silent.close();
+});
+
 Deno.test("browsers: the credential rides in the sub-protocol; the server echoes only liveness.v1", async () => {
   await using gateway = await startTestGateway();
   const { credential } = await login(gateway, "auto");

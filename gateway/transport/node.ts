@@ -386,6 +386,10 @@ export async function serveNode(options: ServeOptions): Promise<RunningTransport
       // `close()` below ends.
       server.close(() => {});
       server.closeIdleConnections?.();
+      // A connection that has sent nothing has nothing to answer (a browser's preconnect, a
+      // client pool's spare): closeIdleConnections leaves it open, and it would hold the stop
+      // for the whole close timeout.
+      for (const socket of sockets) if (socket.bytesRead === 0) socket.destroy();
       resolve();
     });
 

@@ -1,8 +1,9 @@
 /**
  * The built bundle (`deno task build:client` → dist/client.js) in the two other runtimes:
- * a Node program, and a page in headless Chromium that logs in to the dev app, connects in
+ * a Node program, and pages in headless Chromium: one logs in to the dev app, connects in
  * manual mode, goes to background (page visibility, the client's default app-state source)
- * and sees the gateway close the connection after the window.
+ * and sees the gateway close the connection after the window; a chat page is left and opened
+ * again, and resumes its event stream from `localStorage`.
  */
 import assert from "node:assert/strict";
 import { DEV, TEST_TIMING, withGateway } from "./helpers.ts";
@@ -123,7 +124,33 @@ const PAGE = `<!doctype html>
 </script>`;
 
 /**
- * Serves the page and the bundle, and forwards everything else (HTTP and WebSocket) to the
+ * The chat page: auto mode, the user stored in `localStorage` after the first visit; every text
+ * message the listeners get is kept as `seq:text`.
+ */
+const CHAT_PAGE = `<!doctype html>
+<meta charset="utf-8">
+<title>liveness chat</title>
+<script type="module">
+  import { AppSettingsBuilder, GatewayClient } from "/client.js";
+  const got = (window.got = []);
+  const client = new GatewayClient({ baseUrl: location.origin });
+  client.addMessageListener("page", {
+    onTextMessageReceived: (message, seq) => got.push(seq + ":" + message.text),
+  });
+  client.addConnectionListener("page", {
+    onConnected: (info) => {
+      window.stream = info.stream;
+      window.connected = true;
+    },
+  });
+  await client.init("demo", new AppSettingsBuilder().setRegion("us").build());
+  if ((await client.getLoggedInUser()) === null) {
+    await client.login("superhero3", "${DEV.authKey}");
+  }
+</script>`;
+
+/**
+ * Serves the pages and the bundle, and forwards everything else (HTTP and WebSocket) to the
  * gateway, so the page and the gateway share one origin (the gateway sends no CORS headers).
  */
 function servePage(gatewayUrl: string) {
@@ -138,8 +165,10 @@ function servePage(gatewayUrl: string) {
     onListen: ({ port }) => resolveListen(port),
   }, async (request) => {
     const url = new URL(request.url);
-    if (url.pathname === "/") {
-      return new Response(PAGE, { headers: { "content-type": "text/html; charset=utf-8" } });
+    if (url.pathname === "/" || url.pathname === "/chat") {
+      return new Response(url.pathname === "/" ? PAGE : CHAT_PAGE, {
+        headers: { "content-type": "text/html; charset=utf-8" },
+      });
     }
     if (url.pathname === "/client.js") {
       return new Response(await Deno.readFile(bundle), {
@@ -219,6 +248,40 @@ Deno.test({
         assert.ok(seen.elapsed >= WINDOW - 50, `closed after ${seen.elapsed} ms`);
         assert.equal(seen.after.appState, "background", "visibility drove the app state");
         assert.equal(seen.after.status, "disconnected");
+      } finally {
+        await site.stop();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "bundle: a page opened again resumes its stream from localStorage: each message once",
+  ignore: !exists(CHROMIUM) && !Deno.env.get("CI"),
+  async fn() {
+    await build();
+    await withGateway(async (gw) => {
+      const site = servePage(gw.url);
+      try {
+        const origin = await site.url;
+        const driver = await new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", "tests/client/browser_reload_driver.ts", origin, DEV.apiKey],
+          cwd: root,
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assert.equal(driver.code, 0, new TextDecoder().decode(driver.stderr));
+        const seen = JSON.parse(new TextDecoder().decode(driver.stdout).trim().split("\n").at(-1)!);
+        assert.deepEqual(seen.errors, []);
+        assert.deepEqual(seen.first, ["1:t1"]);
+        const position = JSON.parse(seen.stored[`liveness.v1:${origin}:demo:stream:superhero3`]);
+        assert.equal(position.seq, 1, "the position is in localStorage");
+        // Opened again: the stored position resumed; what came meanwhile was replayed, once.
+        assert.deepEqual(
+          [seen.stream.recovered, seen.stream.replayed, seen.stream.epoch],
+          [true, 2, position.epoch],
+        );
+        assert.deepEqual(seen.second, ["2:t2", "3:t3", "4:t4"]);
       } finally {
         await site.stop();
       }

@@ -21,6 +21,8 @@ export const TEST_TIMING = {
   heartbeatIntervalMs: 200,
   pongTimeoutMs: 150,
   idleTimeoutMs: 1_000,
+  typingTimeoutMs: 1_000,
+  presenceIntervalMs: 50,
 } as const;
 
 export const DEV = {

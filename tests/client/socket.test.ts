@@ -11,6 +11,7 @@ import {
   createRestClient,
   GatewayError,
   type Message,
+  type ServerFrame,
   type ServerFrameOf,
   systemClock,
   type WebSocketConstructor,
@@ -41,13 +42,19 @@ class Owner implements SocketEvents {
   readonly connected: ServerFrameOf<"connected">[] = [];
   readonly deadlines: (number | null)[] = [];
   readonly messages: { message: Message; seq: number }[] = [];
-  readonly errors: GatewayError[] = [];
+  /** `sent`, `typing_started`, `typing_ended` and `presence` frames, in order. */
+  readonly events: ServerFrame[] = [];
+  readonly errors: { error: GatewayError; id: string | number | undefined }[] = [];
   readonly ends: SocketEndReport[] = [];
 
   onConnected = (frame: ServerFrameOf<"connected">): void => void this.connected.push(frame);
   onBackgroundDeadline = (deadline: number | null): void => void this.deadlines.push(deadline);
   onMessage = (message: Message, seq: number): void => void this.messages.push({ message, seq });
-  onError = (error: GatewayError): void => void this.errors.push(error);
+  onSent = (frame: ServerFrame): void => void this.events.push(frame);
+  onTyping = (frame: ServerFrame): void => void this.events.push(frame);
+  onPresence = (frame: ServerFrame): void => void this.events.push(frame);
+  onError = (error: GatewayError, id: string | number | undefined): void =>
+    void this.errors.push({ error, id });
   onEnd = (end: SocketEndReport): void => void this.ends.push(end);
 
   /** The one end; fails the test unless exactly one was reported. */
@@ -141,6 +148,7 @@ Deno.test("socket: an app state set during the handshake is sent once connected"
     backgroundDeadline: null,
     serverTime: 0,
     timing: FAKE_TIMING,
+    stream: { epoch: "e1", seq: 0, recovered: false, reason: "no_position", replayed: 0 },
   });
   assert.equal(owner.connected.length, 1);
   assert.deepEqual(
@@ -173,7 +181,7 @@ Deno.test("socket: each pong answers the ping with its id, in whatever order the
   wire.deliver({ type: "error", id: c, errorCode: "ERR_TOO_MANY_REQUESTS", errorDescription: "x" });
   await rejectsWith(refused, "ERR_TOO_MANY_REQUESTS");
   wire.deliver({ type: "error", id: 777, errorCode: "ERR_BAD_REQUEST", errorDescription: "y" });
-  assert.deepEqual(owner.errors.map((e) => e.errorCode), ["ERR_BAD_REQUEST"]);
+  assert.deepEqual(owner.errors.map((e) => [e.error.errorCode, e.id]), [["ERR_BAD_REQUEST", 777]]);
   wire.deliver({ type: "pong", id: d, serverTime: 4, backgroundDeadline: null });
   assert.equal((await third).serverTime, 4);
 
@@ -321,6 +329,66 @@ Deno.test("socket: disconnect() asks the gateway, and closes itself once after t
   await assertNothingLeft(socket, clock);
 });
 
+Deno.test("socket: the connect frame carries the handshake asked for when the socket opens", async () => {
+  let position = { epoch: "e1", seq: 3 };
+  const options: Partial<SocketOptions> = {
+    handshake: () => ({ resume: position, presence: { subscriptionType: "friends" } }),
+  };
+  const opening = fakeSocket(options, false);
+  position = { epoch: "e1", seq: 4 }; // moved between the socket's creation and its open
+  const { server } = await opening;
+  assert.deepEqual(server.last.sentOf("connect")[0], {
+    type: "connect",
+    id: 1,
+    appState: "foreground",
+    backgroundService: false,
+    resume: { epoch: "e1", seq: 4 },
+    presence: { subscriptionType: "friends" },
+  });
+});
+
+Deno.test("socket: send and typing frames out; sent, typing and presence frames to the owner", async () => {
+  const { server, wire, clock, owner, socket } = await fakeSocket();
+  server.autoAnswerSends = false;
+  const send = {
+    clientMessageId: "c1",
+    receiverType: "user",
+    receiver: "superhero2",
+    message: { kind: "text", text: "hi" },
+  } as const;
+  const id = socket.sendMessage(send);
+  assert.deepEqual(wire.sentOf("send"), [{ type: "send", id, ...send }]);
+  assert.equal(socket.typing("start_typing", { receiverType: "group", receiver: "g" }), true);
+  assert.deepEqual(
+    wire.sentOf("start_typing").map((f) => [f.receiverType, f.receiver]),
+    [["group", "g"]],
+  );
+  const message: Message = {
+    kind: "text",
+    text: "hi",
+    id: "m1",
+    from: "superhero1",
+    receiverType: "user",
+    to: "superhero2",
+    clientMessageId: "c1",
+    sentAt: 0,
+  };
+  const frames: ServerFrame[] = [
+    { type: "sent", id: id!, seq: 1, message, duplicate: false },
+    { type: "typing_started", from: "superhero2", receiverType: "user", receiver: "x", at: 1 },
+    { type: "typing_ended", from: "superhero2", receiverType: "user", receiver: "x", at: 2 },
+    { type: "presence", users: [{ uid: "superhero2", online: true, at: 3 }] },
+  ];
+  for (const frame of frames) wire.deliver(frame);
+  assert.deepEqual(owner.events, frames);
+  wire.deliver({ type: "error", id: id!, errorCode: "ERR_NOT_A_MEMBER", errorDescription: "x" });
+  assert.deepEqual(owner.errors.map((e) => [e.error.errorCode, e.id]), [["ERR_NOT_A_MEMBER", id]]);
+  socket.close({ reason: "destroyed", source: "client", code: 1000 });
+  assert.equal(socket.sendMessage(send), null, "nothing is sent once ended");
+  assert.equal(socket.typing("end_typing", { receiverType: "group", receiver: "g" }), false);
+  await assertNothingLeft(socket, clock);
+});
+
 Deno.test("socket: its owner's close is reported like any end; messages reach the owner", async () => {
   const { wire, clock, owner, socket } = await fakeSocket();
   const message: Message = {
@@ -328,6 +396,7 @@ Deno.test("socket: its owner's close is reported like any end; messages reach th
     text: "hi",
     id: "m1",
     from: "superhero2",
+    receiverType: "user",
     to: "superhero1",
     sentAt: 0,
   };

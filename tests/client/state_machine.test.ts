@@ -56,6 +56,7 @@ Deno.test("fake: auto mode connects on login; one inConnecting then one onConnec
     id: socket.sent[0].id,
     appState: "foreground",
     backgroundService: false,
+    presence: { subscriptionType: "allUsers" }, // devSettings() subscribes to all users
   });
   await client.destroy();
   assert.deepEqual(rec.log, ["connecting", "connected", "disconnected:destroyed"]);
@@ -355,9 +356,15 @@ Deno.test("fake: keepAliveInBackground pings inside the window while in backgrou
 Deno.test("fake: a stored user reconnects at init in auto mode, not in manual", async () => {
   const storage = new InspectableStorage();
   const first = await loggedIn("auto", { storage });
-  assert.equal(storage.items.size, 1);
+  const login = `liveness.v1:${BASE}:demo`;
+  const position = `${login}:stream:superhero1`;
+  assert.deepEqual([...storage.items.keys()], [login, position]);
   await first.client.destroy();
-  assert.equal(storage.items.size, 1, "destroy() keeps the stored session");
+  assert.deepEqual(
+    [...storage.items.keys()],
+    [login, position],
+    "destroy() keeps the stored session and stream position",
+  );
 
   const again = setup({ storage });
   await again.client.init("demo", devSettings("auto"));
@@ -371,7 +378,8 @@ Deno.test("fake: a stored user reconnects at init in auto mode, not in manual", 
   const manual = setup({ storage });
   await manual.client.init("demo", devSettings("manual"));
   assert.equal(await manual.client.getLoggedInUser(), null);
-  assert.equal(storage.items.size, 0);
+  // The user's stream position stays: the same user logging in again resumes from it.
+  assert.deepEqual([...storage.items.keys()], [position]);
   await manual.client.destroy();
 });
 
