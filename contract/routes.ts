@@ -14,6 +14,7 @@ import {
   GuidSchema,
   HistoryPageSchema,
   HistoryQuerySchema,
+  MAX_ROLES,
   RolesBodySchema,
   UserProfileSchema,
   UserSendBodySchema,
@@ -106,7 +107,8 @@ export const ApiKeyHeadersSchema = z.object({
 export const InitBodySchema = z.object({
   region: z.string().min(1).max(32),
   subscriptionType: SubscriptionTypeSchema.default("allUsers"),
-  roles: z.array(z.string().min(1).max(64)).max(100).optional(),
+  /** With `roles`: the roles whose users' presence is received (as the connect frame's). */
+  roles: z.array(z.string().min(1).max(64)).max(MAX_ROLES).optional(),
   autoEstablishSocketConnection: z.boolean().default(true),
 }).strict().meta({ id: "InitBody" });
 
