@@ -9,7 +9,8 @@
  * scenario repeated, and the table shows medians and the ratios the goals are about. Before
  * each run the bench waits (up to 30 s) for the machine to be quiet, unless `--no-quiet`.
  * Full mode writes BENCHMARKS.md and bench/results.json; --quick (CI's smoke test) only
- * prints. Both exit non-zero only when a run failed.
+ * prints. Both exit non-zero only when a run failed. `--rewrite` runs nothing: it writes
+ * BENCHMARKS.md again from bench/results.json (after an edit of bench/comparisons.md).
  */
 import {
   awaitQuiet,
@@ -412,7 +413,26 @@ async function installNodeDeps(): Promise<void> {
   }
 }
 
+/** `--rewrite`: BENCHMARKS.md again from the last run's bench/results.json. */
+async function rewrite(): Promise<number> {
+  const saved = JSON.parse(await Deno.readTextFile(`${ROOT}bench/results.json`));
+  await writeReport(
+    saved.results,
+    saved.notes,
+    {
+      sizes: saved.sizes,
+      reps: saved.reps,
+      seconds: saved.seconds,
+      args: saved.args,
+    },
+    ARMS,
+    { date: saved.date, environment: saved.environment },
+  );
+  return 0;
+}
+
 async function main(): Promise<number> {
+  if (Deno.args.includes("--rewrite")) return await rewrite();
   await installNodeDeps();
   const hasGateway = await Deno.stat(`${ROOT}gateway/main.ts`).then(
     () => true,

@@ -446,9 +446,11 @@ export async function writeReport(
   notes: string[],
   run: { sizes: unknown; reps: number; seconds: number; args: string[] },
   labels: Record<string, Arm> = {},
+  /** The run's own date and machine, when the report is written again from its results. */
+  recorded?: { date: string; environment: Record<string, string> },
 ): Promise<void> {
-  const env = await environment();
-  const date = new Date().toISOString();
+  const env = recorded?.environment ?? await environment();
+  const date = recorded?.date ?? new Date().toISOString();
   const pin = (p: string[]) => (p.length ? `${p.join(" ")} ` : "");
   const pinned = (
     p: string[],
