@@ -1,14 +1,19 @@
 /**
- * `deno task bench [--quick] [--scenarios=a,b] [--arms=a,b] [--reps=n]`
+ * `deno task bench [--quick] [--scenarios=a,b] [--arms=a,b] [--reps=n] [--base=DIR] [--no-quiet]`
  *
- * The gateway side by side with a raw Deno server, Node `ws` and Socket.IO (issue #4).
+ * The gateway side by side with a raw Deno server, Node `ws` and Socket.IO (issue #4), and
+ * with itself before durable streams (issue #10: `--base=DIR` names a checkout of that
+ * commit, whose gateway is the fan-out's "non-durable" arm; without it that arm is skipped).
  * Every run starts a fresh server process (pinned to core 0) and drives it from a separate
  * Node load generator (bench/load/gen.mjs, pinned to core 1); arms run interleaved, each
- * scenario repeated, and the table shows medians and the ratios the goals are about.
+ * scenario repeated, and the table shows medians and the ratios the goals are about. Before
+ * each run the bench waits (up to 30 s) for the machine to be quiet, unless `--no-quiet`.
  * Full mode writes BENCHMARKS.md and bench/results.json; --quick (CI's smoke test) only
- * prints. Both exit non-zero only when a run failed.
+ * prints. Both exit non-zero only when a run failed. `--rewrite` runs nothing: it writes
+ * BENCHMARKS.md again from bench/results.json (after an edit of bench/comparisons.md).
  */
 import {
+  awaitQuiet,
   cpuMs,
   Generator,
   heapAfterGc,
@@ -23,6 +28,9 @@ import { type Arm, type Measured, report, type Results, writeReport } from "./re
 const ROOT = new URL("../", import.meta.url).pathname;
 const arg = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
 const QUICK = Deno.args.includes("--quick");
+/** The checkout the `base` arms run from (the commit before durable streams). */
+const BASE_ROOT = arg("base");
+const QUIET = !QUICK && !Deno.args.includes("--no-quiet");
 
 /** Sizes per mode: quick stays well under two minutes in total. */
 const SIZE = QUICK
@@ -34,6 +42,8 @@ const SIZE = QUICK
     storm: { conns: 1_000, concurrency: 100 },
     fanout: { conns: 1_000, messages: 20_000, timeoutMs: 20_000 },
     deadline: { conns: 1_000, windowMs: 5_000, timeoutMs: 10_000 },
+    resume: { clients: 100, missed: 30, timeoutMs: 20_000 },
+    group: { members: 100, messages: 50, inflight: 4, timeoutMs: 20_000 },
   }
   : {
     reps: 3,
@@ -43,6 +53,8 @@ const SIZE = QUICK
     storm: { conns: 10_000, concurrency: 100 },
     fanout: { conns: 10_000, messages: 200_000, timeoutMs: 60_000 },
     deadline: { conns: 10_000, windowMs: 30_000, timeoutMs: 20_000 },
+    resume: { clients: 1_000, missed: 300, timeoutMs: 60_000 },
+    group: { members: 1_000, messages: 100, inflight: 4, timeoutMs: 120_000 },
   };
 const REPS = Number(arg("reps") ?? SIZE.reps);
 
@@ -53,6 +65,12 @@ const OPEN_FILE_LIMIT = new TextDecoder().decode(
 
 export const ARMS: Record<string, Arm> = {
   gateway: { label: "gateway", server: "gateway", kind: "gateway" },
+  gateway_base: {
+    label: "gateway, non-durable (before streams)",
+    server: "gateway",
+    kind: "gateway",
+    base: true,
+  },
   gateway_bg: {
     label: "gateway, manual mode in background",
     server: "gateway",
@@ -81,11 +99,46 @@ export const ARMS: Record<string, Arm> = {
     kind: "gateway",
     gen: { resume: true },
   },
+  gateway_cold: {
+    label: "gateway, replay read from the store (STREAM_CACHE_EVENTS=0)",
+    server: "gateway",
+    kind: "gateway",
+    env: { STREAM_CACHE_EVENTS: "0" },
+  },
+  gateway_serial: {
+    label: "gateway, one group send at a time",
+    server: "gateway",
+    kind: "gateway",
+    gen: { inflight: 1 },
+  },
+  gateway_g100: {
+    label: "gateway, a group of 100",
+    server: "gateway",
+    kind: "gateway",
+    gen: { members: 100, messages: 300 },
+  },
+  ...resumeScale(1_000, 30),
+  ...resumeScale(1_000, 3),
+  ...resumeScale(100, 300),
+  ...resumeScale(30, 300),
+  ...resumeScale(10, 300),
   raw_deno: { label: "raw Deno", server: "raw_deno", kind: "json" },
   raw_echo: { label: "raw Deno echo", server: "raw_deno", kind: "echo" },
   node_ws: { label: "Node ws", server: "node_ws", kind: "json" },
   socket_io: { label: "Socket.IO", server: "socket_io", kind: "sio" },
 };
+
+/** A resume arm at another scale: `clients` reconnecting at once, `missed` events each. */
+function resumeScale(clients: number, missed: number): Record<string, Arm> {
+  return {
+    [`gateway_${clients}x${missed}`]: {
+      label: `gateway, ${clients} clients × ${missed} events`,
+      server: "gateway",
+      kind: "gateway",
+      gen: { clients, missed },
+    },
+  };
+}
 
 interface Scenario {
   arms: string[];
@@ -164,11 +217,12 @@ const SCENARIOS: Record<string, Scenario> = {
   fanout: {
     // The gateway sends real messages through its server API (multi-recipient sends); the
     // others get one trigger frame and write `messages` frames in one synchronous loop.
-    arms: ["gateway", "raw_deno", "node_ws", "socket_io"],
+    arms: ["gateway", "gateway_base", "raw_deno", "node_ws", "socket_io"],
     async measure(gen, server) {
       await gen.next("ready");
       const before = procBytes(server.pid, "VmRSS");
       resetPeak(server.pid);
+      const cpu0 = cpuMs(server.pid);
       await gen.go();
       const { rate, received } = await gen.next("result") as {
         rate: number;
@@ -181,6 +235,80 @@ const SCENARIOS: Record<string, Scenario> = {
       }
       return {
         rate,
+        // Server CPU (all threads: the store's writes included) per delivered message, in µs:
+        // what the work costs, less sensitive than the rate to other load on the machine.
+        cpuUs: (cpuMs(server.pid) - cpu0) * 1000 / received,
+        peakRss: procBytes(server.pid, "VmHWM"),
+        growth: procBytes(server.pid, "VmHWM") - before,
+      };
+    },
+  },
+  resume: {
+    arms: QUICK ? ["gateway", "gateway_cold"] : [
+      "gateway",
+      "gateway_cold",
+      "gateway_1000x30",
+      "gateway_1000x3",
+      "gateway_100x300",
+      "gateway_30x300",
+      "gateway_10x300",
+    ],
+    // The handshake timeout runs from the upgrade to the end of the replay's store read: lifted,
+    // so that a slow replay is measured rather than cut off (the bench reports what it takes).
+    env: { HANDSHAKE_TIMEOUT_MS: "120000" },
+    async measure(gen) {
+      const { eventsPerSec } = await gen.next("ready") as { eventsPerSec: number };
+      await gen.go();
+      const r = await gen.next("result") as {
+        replayMs: { p50: number; p99: number; max: number };
+        allMs: number;
+        framesPerSec: number;
+        genCpu: number;
+        clients: number;
+        missed: number;
+      };
+      const { p50, p99, max } = r.replayMs;
+      return {
+        clients: r.clients,
+        missed: r.missed,
+        p50,
+        p99,
+        max,
+        allMs: r.allMs,
+        framesPerSec: r.framesPerSec,
+        genCpu: r.genCpu,
+        appendsPerSec: eventsPerSec,
+      };
+    },
+  },
+  group: {
+    arms: ["gateway", "gateway_serial", "gateway_g100"],
+    async measure(gen, server) {
+      await gen.next("ready");
+      const before = procBytes(server.pid, "VmRSS");
+      resetPeak(server.pid);
+      const cpu0 = cpuMs(server.pid);
+      await gen.go();
+      const r = await gen.next("result") as {
+        members: number;
+        inflight: number;
+        received: number;
+        rate: number;
+        latency: { p50: number; p99: number; max: number };
+        ackMs: { p50: number; p99: number };
+        genCpu: number;
+      };
+      return {
+        members: r.members,
+        inflight: r.inflight,
+        rate: r.rate,
+        cpuUs: (cpuMs(server.pid) - cpu0) * 1000 / r.received,
+        p50: r.latency.p50,
+        p99: r.latency.p99,
+        max: r.latency.max,
+        ackP50: r.ackMs.p50,
+        ackP99: r.ackMs.p99,
+        genCpu: r.genCpu,
         peakRss: procBytes(server.pid, "VmHWM"),
         growth: procBytes(server.pid, "VmHWM") - before,
       };
@@ -242,16 +370,18 @@ async function runOnce(
   const server = await startServer(arm.server, {
     inspect: scenario.inspect,
     env,
+    root: arm.base ? BASE_ROOT : undefined,
   });
-  const users = (size.conns ?? 0) + (size.warmConns ?? 0);
+  const config = { ...size, ...arm.gen } as Record<string, number>;
+  const users = (config.conns ?? config.clients ?? config.members ?? 0) +
+    (config.warmConns ?? 0);
   const gen = new Generator({
     scenario: scenarioName,
     host: "127.0.0.1",
     port: server.port,
     kind: arm.kind,
     users,
-    ...size,
-    ...arm.gen,
+    ...config,
   }, 9 * 60_000);
   try {
     await gen.next("setup_done");
@@ -283,7 +413,26 @@ async function installNodeDeps(): Promise<void> {
   }
 }
 
+/** `--rewrite`: BENCHMARKS.md again from the last run's bench/results.json. */
+async function rewrite(): Promise<number> {
+  const saved = JSON.parse(await Deno.readTextFile(`${ROOT}bench/results.json`));
+  await writeReport(
+    saved.results,
+    saved.notes,
+    {
+      sizes: saved.sizes,
+      reps: saved.reps,
+      seconds: saved.seconds,
+      args: saved.args,
+    },
+    ARMS,
+    { date: saved.date, environment: saved.environment },
+  );
+  return 0;
+}
+
 async function main(): Promise<number> {
+  if (Deno.args.includes("--rewrite")) return await rewrite();
   await installNodeDeps();
   const hasGateway = await Deno.stat(`${ROOT}gateway/main.ts`).then(
     () => true,
@@ -296,12 +445,16 @@ async function main(): Promise<number> {
   if (!hasGateway) {
     notes.push("gateway/main.ts not found: gateway arms skipped.");
   }
+  if (BASE_ROOT === undefined) {
+    notes.push("no --base=DIR (a checkout of the commit before streams): its arm skipped.");
+  }
   let failures = 0;
   const started = performance.now();
   for (const name of scenarioNames) {
     const arms = SCENARIOS[name].arms.filter((a) =>
       (!onlyArms || onlyArms.includes(a)) &&
-      (hasGateway || ARMS[a].server !== "gateway")
+      (hasGateway || ARMS[a].server !== "gateway") &&
+      (BASE_ROOT !== undefined || !ARMS[a].base)
     );
     results[name] = {};
     for (let rep = 0; rep < REPS; rep++) {
@@ -309,6 +462,12 @@ async function main(): Promise<number> {
       for (let k = 0; k < arms.length; k++) {
         const armName = arms[(k + rep) % arms.length];
         try {
+          if (QUIET) {
+            const waited = await awaitQuiet();
+            if (waited.ms > 1_000) {
+              console.log(`(waited ${(waited.ms / 1000).toFixed(0)} s for a quiet machine)`);
+            }
+          }
           const t0 = performance.now();
           const measured = await runOnce(name, armName);
           (results[name][armName] ??= []).push(measured);
@@ -340,14 +499,14 @@ async function main(): Promise<number> {
     }
   }
   const seconds = (performance.now() - started) / 1000;
-  console.log(`\n${report(results, notes)}\n\n(${seconds.toFixed(0)} s)`);
+  console.log(`\n${report(results, notes, ARMS)}\n\n(${seconds.toFixed(0)} s)`);
   if (!QUICK) {
     await writeReport(results, notes, {
       sizes: SIZE,
       reps: REPS,
       seconds,
       args: Deno.args,
-    });
+    }, ARMS);
   }
   return failures ? 1 : 0;
 }

@@ -114,12 +114,16 @@ export interface Server {
   stop(): Promise<void>;
 }
 
-/** Starts a server and waits for its `listening on http://` line. */
+/**
+ * Starts a server and waits for its `listening on http://` line. `root` is the checkout it runs
+ * from (this one by default; another commit's worktree for a before/after arm).
+ */
 export async function startServer(
   name: ServerName,
-  { inspect = false, env = {} }: {
+  { inspect = false, env = {}, root = ROOT }: {
     inspect?: boolean;
     env?: Record<string, string>;
+    root?: string;
   } = {},
 ): Promise<Server> {
   const port = freePort();
@@ -128,7 +132,7 @@ export async function startServer(
   const child = track(
     new Deno.Command(cmd, {
       args,
-      cwd: ROOT,
+      cwd: root,
       env: { PORT: String(port), HOST: "127.0.0.1", ...env },
       stdin: "null",
       stdout: "piped",
@@ -288,4 +292,31 @@ export async function heapAfterGc(inspectPort: number): Promise<number> {
   ws.close();
   await closed;
   return usedSize!;
+}
+
+/** CPU time (ms) the whole machine spent busy so far, from /proc/stat. */
+function machineBusyMs(): number {
+  const [line] = Deno.readTextFileSync("/proc/stat").split("\n", 1);
+  const [user, nice, system, , , irq, softirq] = line.trim().split(/\s+/).slice(1, 8)
+    .map(Number);
+  return (user + nice + system + irq + softirq) * 10;
+}
+
+/**
+ * Waits until the rest of the machine takes less than `maxPercent` of one core over a
+ * `sampleMs` window, or `maxWaitMs` have passed (other work on a shared machine skews a run
+ * more than anything the bench measures). Returns how long it waited and the last sample.
+ */
+export async function awaitQuiet(
+  { maxPercent = 20, sampleMs = 500, maxWaitMs = 30_000 } = {},
+): Promise<{ ms: number; busyPercent: number }> {
+  const start = performance.now();
+  for (;;) {
+    const [busy0, own0, t0] = [machineBusyMs(), cpuMs(Deno.pid), performance.now()];
+    await new Promise((resolve) => setTimeout(resolve, sampleMs));
+    const others = machineBusyMs() - busy0 - (cpuMs(Deno.pid) - own0);
+    const busyPercent = (others / (performance.now() - t0)) * 100;
+    const ms = performance.now() - start;
+    if (busyPercent < maxPercent || ms >= maxWaitMs) return { ms, busyPercent };
+  }
 }

@@ -12,6 +12,8 @@ export interface Arm {
   gen?: Record<string, unknown>;
   /** Extra environment of the server (gateway arms). */
   env?: Record<string, string>;
+  /** Runs from the `--base` checkout (the gateway before durable streams). */
+  base?: boolean;
 }
 /** What one run measured. */
 export type Measured = Record<string, number | Record<string, number>>;
@@ -186,6 +188,13 @@ const ROWS: Row[] = [
   },
   {
     scenario: "5 fan-out",
+    metric: "server CPU µs/msg",
+    key: "cpuUs",
+    fmt: (n) => n.toFixed(1),
+    columns: ALL,
+  },
+  {
+    scenario: "5 fan-out",
     metric: "peak RSS MB",
     key: "peakRss",
     fmt: mb,
@@ -197,6 +206,44 @@ const ROWS: Row[] = [
     key: "growth",
     fmt: mb,
     columns: ALL,
+  },
+  {
+    scenario: "5 … the gateway before durable streams (non-durable)",
+    metric: "msgs/s",
+    key: "rate",
+    fmt: k,
+    columns: { gateway: "gateway_base" },
+    goal: "durable (row 5) ≥ 0.8× this",
+    check(m) {
+      const r = ratio(m("gateway"), m("gateway_base"));
+      return r === undefined ? undefined : [x(r), r >= 0.8];
+    },
+  },
+  {
+    scenario: "5 … the gateway before durable streams (non-durable)",
+    metric: "server CPU µs/msg",
+    key: "cpuUs",
+    fmt: (n) => n.toFixed(1),
+    columns: { gateway: "gateway_base" },
+    goal: "— (durable ÷ this)",
+    check(m) {
+      const r = ratio(m("gateway"), m("gateway_base"));
+      return r === undefined ? undefined : [x(r), undefined];
+    },
+  },
+  {
+    scenario: "5 … the gateway before durable streams (non-durable)",
+    metric: "peak RSS MB",
+    key: "peakRss",
+    fmt: mb,
+    columns: { gateway: "gateway_base" },
+  },
+  {
+    scenario: "5 … the gateway before durable streams (non-durable)",
+    metric: "RSS growth in the burst MB",
+    key: "growth",
+    fmt: mb,
+    columns: { gateway: "gateway_base" },
   },
 ];
 
@@ -253,8 +300,70 @@ function deadlineRow(runs: Measured[] | undefined): string[] {
   ];
 }
 
+/** A row with only a gateway cell (the arms of scenarios 6–8). */
+function gatewayRow(
+  scenario: string,
+  metric: string,
+  cell: string,
+  goal = "",
+  measured = "",
+  ok?: boolean,
+): string[] {
+  const cells = COLUMNS.map((c) => (c === "gateway" ? cell : ""));
+  return [scenario, metric, ...cells, goal, measured, ok === undefined ? "" : ok ? "✓" : "✗"];
+}
+
+/** Medians of one arm's repetitions. */
+function medians(runs: Measured[]): (key: string) => number {
+  return (key: string) => median(runs.map((r) => r[key] as number))!;
+}
+
+/** Resume rows, one per arm (scale, cache): connect → last replayed event, per client. */
+function resumeRows(arms: Record<string, Measured[]>, labels: Record<string, Arm>): string[][] {
+  return Object.entries(arms).map(([arm, runs]) => {
+    const m = medians(runs);
+    const cold = labels[arm]?.env?.STREAM_CACHE_EVENTS === "0";
+    return gatewayRow(
+      `7 resume: ${m("clients")} clients × ${m("missed")} missed events, all at once${
+        cold ? ", read from the store (STREAM_CACHE_EVENTS=0)" : ""
+      }`,
+      "connect → last replayed ms",
+      `p50 ${m("p50").toFixed(0)} / p99 ${m("p99").toFixed(0)} / max ${m("max").toFixed(0)}`,
+      "p99 ≤ 50 ms",
+      `all in ${m("allMs").toFixed(0)} ms (${k(m("framesPerSec"))} frames/s)`,
+      m("p99") <= 50,
+    );
+  });
+}
+
+/** Group fan-out rows per arm: deliveries/s, latency, server CPU, memory. */
+function groupRows(arms: Record<string, Measured[]>): string[][] {
+  return Object.entries(arms).flatMap(([_arm, runs]) => {
+    const m = medians(runs);
+    const name = `8 group fan-out: ${m("members")} members, ${m("inflight")} send${
+      m("inflight") === 1 ? "" : "s"
+    } in flight`;
+    const lat = (p: string) => m(p).toFixed(1);
+    return [
+      gatewayRow(name, "deliveries/s", k(m("rate"))),
+      gatewayRow(
+        name,
+        "send → delivered ms",
+        `p50 ${lat("p50")} / p99 ${lat("p99")} / max ${lat("max")}`,
+      ),
+      gatewayRow(name, "send → reply ms", `p50 ${lat("ackP50")} / p99 ${lat("ackP99")}`),
+      gatewayRow(name, "server CPU µs/delivery", m("cpuUs").toFixed(1)),
+      gatewayRow(name, "peak RSS / growth MB", `${mb(m("peakRss"))} / ${mb(m("growth"))}`),
+    ];
+  });
+}
+
 /** The table as Markdown: medians over the repetitions, then ratio and verdict. */
-export function report(results: Results, notes: string[]): string {
+export function report(
+  results: Results,
+  notes: string[],
+  labels: Record<string, Arm> = {},
+): string {
   const header = [
     "scenario",
     "metric",
@@ -283,6 +392,8 @@ export function report(results: Results, notes: string[]): string {
     ];
   });
   rows.push(deadlineRow(results.deadline?.gateway));
+  rows.push(...resumeRows(results.resume ?? {}, labels));
+  rows.push(...groupRows(results.group ?? {}));
   const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
   const table = [line(header), line(header.map(() => "---")), ...rows.map(line)]
     .join("\n");
@@ -334,9 +445,12 @@ export async function writeReport(
   results: Results,
   notes: string[],
   run: { sizes: unknown; reps: number; seconds: number; args: string[] },
+  labels: Record<string, Arm> = {},
+  /** The run's own date and machine, when the report is written again from its results. */
+  recorded?: { date: string; environment: Record<string, string> },
 ): Promise<void> {
-  const env = await environment();
-  const date = new Date().toISOString();
+  const env = recorded?.environment ?? await environment();
+  const date = recorded?.date ?? new Date().toISOString();
   const pin = (p: string[]) => (p.length ? `${p.join(" ")} ` : "");
   const pinned = (
     p: string[],
@@ -358,12 +472,16 @@ run it again. The same figures, per repetition, are in \`bench/results.json\`.
 
 ## Results (medians)
 
-${report(results, notes)}
+${report(results, notes, labels)}
 
 ## How it is measured
 
 - The machine is shared: \`otherCpu\` in bench/results.json is the CPU (% of one core) that
-  other processes took during each run; runs above 10 % are listed under the table.
+  other processes took during each run; runs above 10 % are listed under the table. Before each
+  run the bench waits (at most 30 s) until other processes take less than 20 % of a core.
+- "server CPU" figures are the server process's CPU time (all threads: Deno KV's SQLite work
+  runs off the JavaScript thread, on the same pinned core) per delivered frame: what the work
+  costs, less sensitive than a rate to other load on the machine.
 - Every run starts a fresh server and one Node load generator (\`bench/load/gen.mjs\`), which
   speaks WebSocket straight over TCP with pre-built frames from source addresses spread over
   127.0.0.2–254. Arms run interleaved, rotated each repetition.
@@ -391,20 +509,44 @@ ${report(results, notes)}
   VmHWM minus the RSS before it. Raw Deno, Node ws and Socket.IO get one trigger frame and
   write every frame in one synchronous loop, with no backpressure. The gateway gets real
   messages through its server API (\`POST /v1/apps/demo/messages\`, 1 000 recipients per
-  send, 4 sends in flight): each recipient's copy gets its id, sender and per-user seq, and
+  send, 16 sends in flight): each recipient's copy gets its id, sender and per-user seq, and
   every write checks the connection's \`bufferedAmount\` against \`MAX_BUFFERED_BYTES\` (1 MiB).
+  Every copy is appended to the recipient's durable stream and written to the socket only once
+  the store has it; the send is answered after that. "The gateway before durable streams" is
+  the same arm run from a checkout of the commit before them (\`--base=DIR\`), whose sends
+  deliver at once and store nothing but seq reservations.
 - **6 deadline accuracy**: ${JSON.stringify((run.sizes as Record<string, unknown>).deadline)};
   manual-mode sessions enter background, spread over one second, and stop pinging; for each,
   the time the \`closing\` frame arrived minus the \`backgroundDeadline\` the server announced
   (an upper bound: it includes delivery to the generator). min and max are over all
   repetitions, p50 and p99 are medians; "without close frame" counts sockets that ended
   with no WebSocket close frame (1006) after their \`closing\` frame.
+- **7 resume**: ${JSON.stringify((run.sizes as Record<string, unknown>).resume)} (other rows:
+  the clients and events they name); each client logs in, connects, keeps the \`stream\`
+  position of its \`connected\` frame and disconnects; the server then sends \`missed\`
+  messages to every client (multi-recipient sends, answered once durable); then every client
+  upgrades again and, once all sockets are open, each sends \`connect\` with \`resume\` in one
+  loop. Per client: from writing its \`connect\` to reading the last replayed \`message\` frame
+  (the \`replayed\`-th frame after \`connected\`, which must say \`recovered: true\` and
+  \`replayed: missed\`). "all in" is from the first \`connect\` to the last client's last frame.
+  The events come from the stream cache (STREAM_CACHE_EVENTS, 512 per user) unless the row says
+  otherwise; REPLAY_LIMIT (1 000) is above every row's \`missed\`. HANDSHAKE_TIMEOUT_MS is
+  120 000 in this scenario: the handshake timeout runs until the replay's store read is done,
+  and a slow replay is measured rather than cut off.
+- **8 group fan-out**: ${JSON.stringify((run.sizes as Record<string, unknown>).group)} (other
+  rows: the members, sends in flight and messages they name); \`members\` users, one connection
+  each, in one group; \`messages\` server sends to it (\`POST /v1/apps/demo/groups/:guid/messages\`,
+  \`inflight\` at a time). Each message is copied into every member's durable stream. Latency:
+  per delivered frame, from the start of its send request to its arrival; "send → reply" is the
+  request's own round trip (answered once every copy is durable).
 
 ## Commands
 
 \`\`\`sh
 deno task bench            # full: writes BENCHMARKS.md and bench/results.json
 deno task bench --quick    # smoke test (CI), prints the table only
+# the non-durable fan-out arm: a checkout of the commit before durable streams
+git worktree add ../base 53f6844 && deno task bench --base=../base
 # servers (env PORT, HOST=127.0.0.1; the gateway also KV_PATH=<fresh temp dir>,
 # IDLE_TIMEOUT_MS=600000, RATE_LIMIT_FRAMES_PER_SEC=1000000, RATE_LIMIT_HTTP_PER_SEC=1000000,
 # RATE_LIMIT_CONNECTS_PER_SEC=1000000, MAX_CONNECTIONS_PER_IP=1000,

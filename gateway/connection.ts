@@ -646,22 +646,33 @@ export class Connection implements SocketPort, RelayTarget {
     if (result.durable !== undefined) this.holdUntil(result.durable);
     const l = result.session.liveness;
     // The plan was made before attach, in this same turn: the stream has not moved since.
-    this.send({
-      type: "connected",
-      id: frame.id,
-      sessionId,
-      uid: user.uid,
-      mode: result.session.mode,
-      appState: l.appState,
-      backgroundService: l.backgroundService,
-      backgroundDeadline: l.deadline,
-      serverTime: this.#ctx.clock.now(),
-      timing: this.#ctx.timing,
-      stream: plan.stream,
-      ...(login === undefined ? {} : { login }),
+    // `connected` and the replay leave together (after a store read, no chunk's cork covers
+    // them, and a write per frame costs a system call each).
+    this.#batch(() => {
+      this.send({
+        type: "connected",
+        id: frame.id,
+        sessionId,
+        uid: user.uid,
+        mode: result.session.mode,
+        appState: l.appState,
+        backgroundService: l.backgroundService,
+        backgroundDeadline: l.deadline,
+        serverTime: this.#ctx.clock.now(),
+        timing: this.#ctx.timing,
+        stream: plan.stream,
+        ...(login === undefined ? {} : { login }),
+      });
+      for (const text of plan.frames) if (!this.sendEvent(text)) break;
     });
-    for (const text of plan.frames) if (!this.sendEvent(text)) break;
     this.#ctx.relays.connected(this, user, sessionId, frame.presence);
+  }
+
+  /** Runs `write` so that its frames leave in one write where the transport allows. */
+  #batch(write: () => void): void {
+    const wire = this.#wire;
+    if (wire.batch === undefined) write();
+    else wire.batch(write);
   }
 
   /** A rule of the connection itself (not of the session) closes it. */
@@ -703,7 +714,9 @@ export class Connection implements SocketPort, RelayTarget {
     const held = this.#held;
     this.#held = [];
     this.#heldBytes = 0;
-    for (const text of held) if (!this.#write(text)) break;
+    this.#batch(() => {
+      for (const text of held) if (!this.#write(text)) break;
+    });
   }
 
   #pin(user: UserState): void {

@@ -121,7 +121,7 @@ async function login(i, mode = "auto") {
  * handshake of connection i; resolves to an open Conn. With `socketLogin` the gateway
  * socket opens without a credential and the connect frame logs in (one round trip).
  */
-async function open(i, { mode = "auto", appState, credential, socketLogin } = {}) {
+async function open(i, { mode = "auto", appState, credential, socketLogin, resume } = {}) {
   let path = PATH[kind];
   let protocol;
   let loginInConnect;
@@ -147,6 +147,7 @@ async function open(i, { mode = "auto", appState, credential, socketLogin } = {}
           type: "connect",
           ...(appState && { appState }),
           ...(loginInConnect && { login: loginInConnect }),
+          ...(resume && { resume }),
         }),
       ),
     );
@@ -154,6 +155,7 @@ async function open(i, { mode = "auto", appState, credential, socketLogin } = {}
     if (reply.type !== "connected") {
       throw new Error(`handshake: ${JSON.stringify(reply)}`);
     }
+    conn.connected = reply;
   }
   return conn;
 }
@@ -421,7 +423,189 @@ async function deadline() {
   });
 }
 
-const scenarios = { ceiling, steady, memory, storm, fanout, deadline };
+/**
+ * 7. Resume: `clients` sessions connect once (their stream position is the `connected` frame's
+ * `stream`), disconnect, and miss `missed` messages each (multi-recipient server sends, acked
+ * once durable); then all upgrade again and, once every socket is open, each sends its
+ * `connect` with `resume` in one loop. Per client: from writing `connect` to reading the last
+ * replayed `message` frame (the `replayed`-th frame after `connected`).
+ */
+async function resume() {
+  const n = cfg.clients;
+  const credentials = await pool(n, 50, (i) => login(i));
+  const first = await pool(n, 50, (i) => open(i, { credential: credentials[i] }));
+  const positions = first.map((conn) => {
+    const { epoch, seq } = conn.connected.stream;
+    return { epoch, seq };
+  });
+  // Closed by the client and answered by the server: the session is disconnected before the
+  // sends start (they would be missed either way; this keeps the live path out of the setup).
+  for (const conn of first) conn.close();
+  await Promise.all(first.map((conn) => conn.closed));
+  const sendStart = performance.now();
+  await sendToEach(n, cfg.missed, "r");
+  const sendMs = performance.now() - sendStart;
+  emit("ready", { sendMs, eventsPerSec: (n * cfg.missed / sendMs) * 1000 });
+  await waitGo();
+  const conns = await pool(n, 100, (i) => {
+    const credential = encodeURIComponent(credentials[i]);
+    return connect({
+      host,
+      port,
+      path: `/v1/ws?credential=${credential}`,
+      protocol: "liveness.v1",
+    });
+  });
+  const sentAt = new Float64Array(n);
+  const times = [];
+  const failures = [];
+  let lastDone = 0;
+  let done;
+  const finished = new Promise((resolve) => (done = resolve));
+  const finish = () => {
+    if (times.length + failures.length === n) done();
+  };
+  conns.forEach((conn, i) => {
+    let expected = -1;
+    let seen = 0;
+    conn.onmessage = (payload) => {
+      if (expected < 0) {
+        const reply = JSON.parse(String(payload));
+        const stream = reply.stream;
+        if (reply.type !== "connected" || !stream.recovered || stream.replayed !== cfg.missed) {
+          failures.push(reply.type === "connected" ? stream : reply);
+          expected = Infinity;
+          return finish();
+        }
+        expected = stream.replayed;
+        return;
+      }
+      if (++seen === expected) {
+        lastDone = performance.now();
+        times.push(lastDone - sentAt[i]);
+        // The last replayed frame is the stream's head.
+        if (!String(payload).includes(`"seq":${positions[i].seq + cfg.missed},`)) {
+          failures.push({ wrongLastFrame: String(payload).slice(0, 80) });
+        }
+        finish();
+      }
+    };
+    conn.closed.then(() => {
+      if (seen < expected) {
+        failures.push({ closed: conn.closeCode, seen });
+        finish();
+      }
+    });
+  });
+  const frames = conns.map((_, i) =>
+    textFrame(JSON.stringify({ type: "connect", resume: positions[i] }))
+  );
+  const [t0, c0] = [performance.now(), cpuMs()];
+  for (let i = 0; i < n; i++) {
+    sentAt[i] = performance.now();
+    conns[i].send(frames[i]);
+  }
+  await Promise.race([finished, sleep(cfg.timeoutMs)]);
+  const c1 = cpuMs();
+  if (failures.length > 0 || times.length < n) {
+    throw new Error(
+      `resume: ${times.length} of ${n} replayed in full; ${failures.length} failed, e.g. ${
+        JSON.stringify(failures[0])
+      }`,
+    );
+  }
+  emit("result", {
+    clients: n,
+    missed: cfg.missed,
+    replayMs: percentiles(times),
+    allMs: lastDone - t0,
+    framesPerSec: (n * cfg.missed / (lastDone - t0)) * 1000,
+    genCpu: (c1 - c0) / (lastDone - t0),
+  });
+}
+
+/**
+ * Server sends of `count` text messages (`<prefix><k>`) to each of users 0…users-1: every
+ * message goes to all of them, 1 000 recipients per request, a few requests in flight.
+ */
+async function sendToEach(users, count, prefix) {
+  const uids = Array.from({ length: users }, (_, i) => uidOf(i));
+  const batches = [];
+  for (let k = 0; k < count; k++) {
+    for (let first = 0; first < users; first += 1_000) {
+      batches.push({ k, to: uids.slice(first, first + 1_000) });
+    }
+  }
+  await pool(batches.length, 8, async (b) => {
+    const { k, to } = batches[b];
+    const res = await post(`/v1/apps/${DEV.appId}/messages`, {
+      to,
+      message: { kind: "text", text: `${prefix}${k}` },
+    }, { apikey: DEV.apiKey });
+    if (res.status !== 200) throw new Error(`send: ${res.status} ${res.body}`);
+  });
+}
+
+/**
+ * 8. Group fan-out: `members` users, one connection each, in one group; `messages` server
+ * sends to the group (`POST …/groups/:guid/messages`), `inflight` at a time. Per delivered
+ * frame: from the start of its send request to its arrival.
+ */
+async function group() {
+  const n = cfg.members;
+  const guid = "bench_group";
+  const res = await post(`/v1/apps/${DEV.appId}/groups`, {
+    guid,
+    members: Array.from({ length: n }, (_, i) => uidOf(i)),
+  }, { apikey: DEV.apiKey });
+  if (res.status !== 201) throw new Error(`create group: ${res.status} ${res.body}`);
+  const conns = await pool(n, 100, (i) => open(i));
+  const total = n * cfg.messages;
+  const latencies = new Float64Array(total);
+  const sentAt = new Float64Array(cfg.messages);
+  const ackMs = [];
+  const marker = Buffer.from('"text":"g');
+  let received = 0;
+  let last = 0;
+  let done;
+  const finished = new Promise((resolve) => (done = resolve));
+  for (const conn of conns) {
+    handle(conn, (payload) => {
+      const at = payload.indexOf(marker);
+      if (at < 0) return;
+      let k = 0;
+      for (let p = at + marker.length; payload[p] !== 0x22; p++) k = k * 10 + payload[p] - 0x30;
+      last = performance.now();
+      latencies[received] = last - sentAt[k];
+      if (++received === total) done();
+    });
+  }
+  emit("ready");
+  await waitGo();
+  const [t0, c0] = [performance.now(), cpuMs()];
+  const sends = pool(cfg.messages, cfg.inflight, async (k) => {
+    const start = sentAt[k] = performance.now();
+    const reply = await post(`/v1/apps/${DEV.appId}/groups/${guid}/messages`, {
+      message: { kind: "text", text: `g${k}` },
+    }, { apikey: DEV.apiKey });
+    if (reply.status !== 200) throw new Error(`group send: ${reply.status} ${reply.body}`);
+    ackMs.push(performance.now() - start);
+  });
+  await Promise.race([Promise.all([finished, sends]), sleep(cfg.timeoutMs)]);
+  const c1 = cpuMs();
+  if (received !== total) throw new Error(`group: ${received} of ${total} frames arrived`);
+  emit("result", {
+    members: n,
+    inflight: cfg.inflight,
+    received,
+    rate: (received / (last - t0)) * 1000,
+    latency: percentiles(latencies),
+    ackMs: percentiles(ackMs),
+    genCpu: (c1 - c0) / (last - t0),
+  });
+}
+
+const scenarios = { ceiling, steady, memory, storm, fanout, deadline, resume, group };
 try {
   const t0 = performance.now();
   if (kind === "gateway") await createUsers();

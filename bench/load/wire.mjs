@@ -77,6 +77,11 @@ export class Conn {
     this.socket.destroy();
   }
 
+  /** Starts the closing handshake (code 1000); `closed` resolves once the server has answered. */
+  close() {
+    this.socket.write(controlFrame(0x8, Buffer.from([0x03, 0xe8])));
+  }
+
   /** Parses whole frames off `buf`; returns the unparsed rest. */
   parse(buf) {
     let off = 0;

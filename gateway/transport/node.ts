@@ -558,6 +558,16 @@ class WsWire implements WireSocket {
     this.#ws?.send(text);
   }
 
+  batch(write: () => void): void {
+    const socket = (this.#ws as unknown as WsInternals | null)?._socket;
+    socket?.cork();
+    try {
+      write();
+    } finally {
+      socket?.uncork();
+    }
+  }
+
   pong(): void {
     this.#ws?.pong();
   }

@@ -18,6 +18,11 @@ export interface WireSocket {
   readonly writable: boolean;
   /** Writes one text frame. */
   send(text: string): void;
+  /**
+   * Runs `write`, whose frames leave together (one system call where the transport can: a
+   * replay writes hundreds of frames at once). Transports without it write each frame alone.
+   */
+  batch?(write: () => void): void;
   /** Answers a WebSocket ping control frame. */
   pong(): void;
   /**
