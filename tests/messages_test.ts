@@ -10,6 +10,7 @@ import {
   API_KEY,
   delay,
   login,
+  openStalledPeer,
   startTestGateway,
   type TestGateway,
   TestSocket,
@@ -150,25 +151,6 @@ Deno.test("a refused send delivers nothing and uses no seq", async () => {
 });
 
 /**
- * A WebSocket peer on raw TCP that completes the handshake and then never reads, so what the
- * gateway sends piles up in its outbound buffer.
- */
-async function stalledPeer(gateway: TestGateway, credential: string): Promise<Deno.TcpConn> {
-  const { port } = new URL(gateway.url);
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(port) });
-  const utf8 = new TextEncoder();
-  await conn.write(utf8.encode(
-    `GET /v1/ws?credential=${encodeURIComponent(credential)} HTTP/1.1\r\n` +
-      `Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-  ));
-  // A masked text frame with an all-zero mask: the payload goes as it is.
-  const connect = utf8.encode('{"type":"connect"}');
-  await conn.write(new Uint8Array([0x81, 0x80 | connect.length, 0, 0, 0, 0, ...connect]));
-  return conn;
-}
-
-/**
  * Reads the rest of a server → client stream up to the close frame and returns its code.
  * (The gateway waits for the peer's own close frame before it ends the TCP connection, so
  * reading to the end of the stream would wait for ever.)
@@ -220,7 +202,7 @@ Deno.test("a peer that stops reading is closed as slow_consumer; others are unaf
   });
   const slow = await login(gateway, "auto", "superhero1");
   const fast = await login(gateway, "auto", "superhero2");
-  const conn = await stalledPeer(gateway, slow.credential);
+  const conn = await openStalledPeer(gateway, slow.credential);
   await using reader = (await TestSocket.connect(gateway, fast.credential)).socket;
   await delay(50); // the stalled peer's handshake is processed
 

@@ -24,6 +24,7 @@ import {
   API_KEY,
   login,
   OffsetClock,
+  openStalledPeer,
   startTestGateway,
   type TestGateway,
   TestSocket,
@@ -1206,7 +1207,7 @@ Deno.test("group messages reach every member's sessions with each member's own s
 
 /**
  * A WebSocket peer on raw TCP that completes the handshake and then reads nothing until told
- * to, so what the gateway sends piles up in its buffers (as tests/messages_test.ts does it).
+ * to, so what the gateway sends piles up in its buffers (`openStalledPeer`).
  */
 class StalledPeer {
   readonly #conn: Deno.TcpConn;
@@ -1216,18 +1217,7 @@ class StalledPeer {
   }
 
   static async open(gateway: TestGateway, credential: string): Promise<StalledPeer> {
-    const { port } = new URL(gateway.url);
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(port) });
-    const utf8 = new TextEncoder();
-    await conn.write(utf8.encode(
-      `GET /v1/ws?credential=${encodeURIComponent(credential)} HTTP/1.1\r\n` +
-        `Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
-    ));
-    // A masked text frame with an all-zero mask: the payload goes as it is.
-    const connect = utf8.encode('{"type":"connect"}');
-    await conn.write(new Uint8Array([0x81, 0x80 | connect.length, 0, 0, 0, 0, ...connect]));
-    return new StalledPeer(conn);
+    return new StalledPeer(await openStalledPeer(gateway, credential));
   }
 
   /**

@@ -198,3 +198,25 @@ export class OffsetClock implements Clock {
     setTimeout(callback, delayMs) as unknown as TimerHandle;
   clearTimer = (handle: TimerHandle): void => clearTimeout(handle as number);
 }
+
+/**
+ * A WebSocket peer on raw TCP that completes the handshake (`connect`) and then reads nothing
+ * until its caller does, so what the gateway sends piles up in its buffers: a slow consumer.
+ */
+export async function openStalledPeer(
+  gateway: { url: string },
+  credential: string,
+): Promise<Deno.TcpConn> {
+  const { port } = new URL(gateway.url);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(port) });
+  const utf8 = new TextEncoder();
+  await conn.write(utf8.encode(
+    `GET /v1/ws?credential=${encodeURIComponent(credential)} HTTP/1.1\r\n` +
+      `Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+  ));
+  // A masked text frame with an all-zero mask: the payload goes as it is.
+  const connect = utf8.encode('{"type":"connect"}');
+  await conn.write(new Uint8Array([0x81, 0x80 | connect.length, 0, 0, 0, 0, ...connect]));
+  return conn;
+}
