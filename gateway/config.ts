@@ -173,6 +173,13 @@ export const EnvSchema = z.object({
     ),
     "Deno KV file; ':memory:' for a throwaway store; 'platform' for Deno.openKv() without a path",
   ),
+  KV_COMPACT_AFTER_BYTES: fills(
+    "kvCompactAfterBytes",
+    integer(0).default(64 * 1024 * 1024),
+    "Deno KV: bytes of write log (group commits) after which their changes are compacted " +
+      "into per-user rows; until then they are also held in memory, and a start-up reads " +
+      "them back",
+  ),
   MAX_CONNECTIONS: fills(
     "maxConnections",
     integer(0).default(0),

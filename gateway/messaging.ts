@@ -103,10 +103,13 @@ export class Messaging {
     await this.requireUsers(appId, from === null ? to : [...to, from]);
     const id = newMessageId();
     const sentAt = this.#clock.now();
+    // The copies differ in `to` only: the rest is encoded once (the same JSON as the whole
+    // message's, key order included).
+    const common: Omit<Message, "to" | "sentAt"> = { ...content, id, from, receiverType: "user" };
+    const head = JSON.stringify(common).slice(0, -1);
     return await this.#withStates(appId, from === null ? to : [...to, from], async (states) => {
       const recipients = to.map((uid, i) => {
-        const message: Message = { ...content, id, from, receiverType: "user", to: uid, sentAt };
-        const body = encodeMessage(message);
+        const body = checkedSize(`${head},"to":${JSON.stringify(uid)},"sentAt":${sentAt}}`);
         const event = states[i].append(body);
         // The sender's other sessions see what was sent on their behalf.
         if (from !== null && from !== uid) states[to.length].append(body);
@@ -267,7 +270,11 @@ function receipt({ uid, event }: { uid: string; event: AppendedEvent }) {
 
 /** A message's JSON, refused when a stream could not store it. */
 function encodeMessage(message: Message): string {
-  const body = JSON.stringify(message);
+  return checkedSize(JSON.stringify(message));
+}
+
+/** `body`, refused when a stream could not store it. */
+function checkedSize(body: string): string {
   if (body.length * 3 > MAX_MESSAGE_BYTES && utf8.encode(body).length > MAX_MESSAGE_BYTES) {
     throw new GatewayError("ERR_PAYLOAD_TOO_LARGE", undefined, {
       limitBytes: MAX_MESSAGE_BYTES,

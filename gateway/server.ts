@@ -64,7 +64,9 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
   const config = loadConfig(options.env ?? {}, {}, options.config);
   const log = options.logger ?? createLogger(config.logLevel);
   const clock = options.clock ?? systemClock;
-  const store = options.store ?? await KvStore.open(config.kvPath);
+  const store = options.store ?? await KvStore.open(config.kvPath, {
+    compactAfterBytes: config.kvCompactAfterBytes,
+  });
 
   const health = { draining: false, storeOk: true };
   const open = new Set<Connection>();
@@ -206,7 +208,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     typing.close();
     await users.shutdown();
     connections.idle.close();
-    store.close();
+    await store.close();
     throw listenErrorOf(error, config.hostname, config.port);
   });
   connections.penalize = (address) => transport.penalize(address, ABUSE_CONNECT_COST);
@@ -233,7 +235,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
       lag.stop();
       // Sockets get the close timeout to answer their 1012, then the transport lets go.
       await transport.close();
-      store.close();
+      await store.close();
     })();
 
   return {

@@ -103,6 +103,13 @@ export type CallResult =
   | { ok: true; session: LiveSession; durable?: Promise<void> }
   | { ok: false; errorCode: ErrorCode };
 
+/** What the writer took from a state object: the change, its version, the events it carries. */
+export interface TakenChange {
+  change: UserStateChange;
+  version: number;
+  events: AppendedEvent[];
+}
+
 /** Who appended an event: the sending session is answered with `sent` instead of the event. */
 export interface EventOrigin {
   session: LiveSession;
@@ -121,12 +128,44 @@ export interface AppendedEvent {
   deliveredTo: number;
 }
 
-/** An event as the stream cache and replay hold it: its seq and its encoded frame. */
-interface CachedEvent {
-  seq: number;
-  at: number;
-  body: string;
-  text: string;
+/**
+ * The most recent durable events of a stream, in memory. Kept as columns, not one object per
+ * event: every event of a burst stays alive here, and the garbage collector copies each object
+ * that survives (a young-generation scavenge costs what survives it, bench/comparisons.md).
+ * The seqs are consecutive, from `first`.
+ */
+class StreamCache {
+  first = 0;
+  readonly ats: number[] = [];
+  readonly bodies: string[] = [];
+
+  get length(): number {
+    return this.bodies.length;
+  }
+
+  push(seq: number, at: number, body: string): void {
+    if (this.bodies.length === 0) this.first = seq;
+    this.ats.push(at);
+    this.bodies.push(body);
+  }
+
+  /** Keeps the last `keep` events. */
+  trim(keep: number): void {
+    const drop = this.bodies.length - keep;
+    if (drop <= 0) return;
+    this.ats.splice(0, drop);
+    this.bodies.splice(0, drop);
+    this.first += drop;
+  }
+
+  /** Up to `limit` events from seq `from` on. */
+  slice(from: number, limit: number): StoredEvent[] {
+    const events: StoredEvent[] = [];
+    for (let i = from - this.first; i < this.bodies.length && events.length < limit; i++) {
+      events.push({ seq: this.first + i, at: this.ats[i], body: this.bodies[i] });
+    }
+    return events;
+  }
 }
 
 /** The outcome of a resume request, when it can be decided from memory. */
@@ -255,11 +294,10 @@ export class UserState {
   #epoch: string;
   /** Seqs below this are deleted or about to be (retention by count). */
   #droppedBelow: number;
-  /** Appended events the writer has not taken yet, and those it is writing (per change). */
+  /** Appended events the writer has not taken yet. */
   #pending: AppendedEvent[] = [];
-  #writing = new WeakMap<UserStateChange, AppendedEvent[]>();
-  /** The most recent durable events, encoded (see `streamCacheEvents`). */
-  #cache: CachedEvent[] = [];
+  /** The most recent durable events (see `streamCacheEvents`). */
+  readonly #cache = new StreamCache();
   /** Send results to write with the next change. */
   #sendRecords: SendRecord[] = [];
   /**
@@ -514,11 +552,12 @@ export class UserState {
     if (gone) return refuse("retention");
     if (next <= head) {
       const cached = this.#cache;
-      if (cached.length === 0 || cached[0].seq > next) {
+      if (cached.length === 0 || cached.first > next) {
         return { kind: "read", after: next - 1, limit: head - next + 1 };
       }
-      for (let i = next - cached[0].seq; i < cached.length && !gone; i++) {
-        take(cached[i].seq, cached[i].at, cached[i].text);
+      for (let i = next - cached.first; i < cached.length && !gone; i++) {
+        const seq = cached.first + i;
+        take(seq, cached.ats[i], messageFrame(seq, cached.bodies[i]));
       }
       if (gone || next <= head) return refuse("retention");
     }
@@ -537,8 +576,8 @@ export class UserState {
     let nextAfter = from;
     if (from < head) {
       const cached = this.#cache;
-      const source = cached.length > 0 && cached[0].seq <= from + 1
-        ? cached.slice(from + 1 - cached[0].seq, from + 1 - cached[0].seq + limit)
+      const source = cached.length > 0 && cached.first <= from + 1
+        ? cached.slice(from + 1, limit)
         : await this.#runtime.store.readEvents(this.appId, this.uid, from, limit);
       for (const event of source) {
         if (event.seq > head) break;
@@ -623,7 +662,7 @@ export class UserState {
   }
 
   /** Hands the writer what changed since the last call, and the version it brings the store to. */
-  takeChanges(): { change: UserStateChange; version: number } {
+  takeChanges(): TakenChange {
     const putSessions: SessionRecord[] = [];
     for (const sessionId of this.#dirtySessions) {
       const session = this.#sessions.get(sessionId);
@@ -666,17 +705,16 @@ export class UserState {
     };
     if (appended.length > 0) {
       change.appendEvents = appended.map(({ seq, at, body }) => ({ seq, at, body }));
-      this.#writing.set(change, appended);
     }
     if (dropEvents !== undefined) change.dropEvents = dropEvents;
     if (sendRecords.length > 0) change.sendRecords = sendRecords;
     this.#dirtySessions.clear();
     this.#deletedSessions.clear();
-    return { change, version: this.#version };
+    return { change, version: this.#version, events: appended };
   }
 
   /** The store has `change`: what it covers is durable now, and its events go out. */
-  changesWritten(change: UserStateChange, version: number): void {
+  changesWritten({ change, version, events }: TakenChange): void {
     this.#writtenVersion = Math.max(this.#writtenVersion, version);
     for (const record of change.putSessions) {
       const session = this.#sessions.get(record.sessionId);
@@ -687,12 +725,11 @@ export class UserState {
         session.durableBound = written === null || next === null ? null : Math.min(written, next);
       }
     }
-    const events = this.#writing.get(change);
-    if (events !== undefined) this.#deliver(events);
+    if (events.length > 0) this.#deliver(events);
   }
 
   /** Marks everything dirty again after a failed write (retried after a delay). */
-  retryChanges(change: UserStateChange): void {
+  retryChanges({ change, events }: TakenChange): void {
     for (const s of change.putSessions) {
       if (this.#sessions.has(s.sessionId)) this.#dirtySessions.add(s.sessionId);
     }
@@ -700,8 +737,7 @@ export class UserState {
       if (!this.#sessions.has(id)) this.#deletedSessions.add(id);
     }
     // The failed change's events come before any appended since (writes are serial).
-    const events = this.#writing.get(change);
-    if (events !== undefined) this.#pending = [...events, ...this.#pending];
+    if (events.length > 0) this.#pending = [...events, ...this.#pending];
     if (change.sendRecords !== undefined) {
       this.#sendRecords = [...change.sendRecords, ...this.#sendRecords];
     }
@@ -718,11 +754,10 @@ export class UserState {
     const cap = this.#runtime.stream.cacheEvents;
     for (const event of events) {
       this.#durableSeq = event.seq;
-      // The same frame for all of the user's connections.
+      // The same frame for all of the user's connections; the cache keeps the body only (a
+      // replay builds its frames again), so that the frame dies young.
       const text = messageFrame(event.seq, event.body);
-      // The body kept is a slice of the frame (no second copy of the message).
-      const body = text.slice(text.length - event.body.length - 1, -1);
-      if (cap > 0) cache.push({ seq: event.seq, at: event.at, body, text });
+      if (cap > 0) cache.push(event.seq, event.at, event.body);
       const origin = event.origin;
       for (const session of this.#sessions.values()) {
         const socket = session.socket;
@@ -734,7 +769,7 @@ export class UserState {
       }
     }
     // Trimmed in chunks, so that the cache costs O(1) per event.
-    if (cache.length > cap * 2) cache.splice(0, cache.length - cap);
+    if (cache.length > cap * 2) cache.trim(cap);
   }
 
   /**
@@ -981,12 +1016,12 @@ export class StateWriter {
     this.#flushing = write.then(
       () => {
         if (changes.length > 0) this.#observer.storeCommit?.(performance.now() - started);
-        users.forEach((user, i) => user.changesWritten(taken[i].change, taken[i].version));
+        users.forEach((user, i) => user.changesWritten(taken[i]));
         for (const w of waiters) w.resolve();
       },
       (error) => {
         this.#observer.storeCommitFailed?.(error);
-        users.forEach((user, i) => user.retryChanges(changes[i]));
+        users.forEach((user, i) => user.retryChanges(taken[i]));
         for (const w of waiters) w.reject(error);
       },
     ).finally(() => {

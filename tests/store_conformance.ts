@@ -13,7 +13,7 @@ export function storeConformance(engine: string, open: () => Promise<GatewayStor
       try {
         await fn(store);
       } finally {
-        store.close();
+        await store.close();
       }
     });
 

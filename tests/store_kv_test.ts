@@ -8,9 +8,23 @@ storeConformance("deno-kv (memory)", () => KvStore.open(":memory:"));
 
 // The same on a real file on disk, as `deno task serve` uses it.
 let dir: string | undefined;
-storeConformance("deno-kv (file)", async () => {
-  dir ??= await Deno.makeTempDir();
-  return KvStore.open(`${dir}/${crypto.randomUUID()}.kv`);
+const newFile = async () => `${dir ??= await Deno.makeTempDir()}/${crypto.randomUUID()}.kv`;
+storeConformance("deno-kv (file)", async () => KvStore.open(await newFile()));
+
+// Every write is compacted before the next call: every read comes from the keyed rows.
+storeConformance("deno-kv (file, compacted after each write)", async () => {
+  const store = await KvStore.open(await newFile());
+  const save = store.saveUserStates.bind(store);
+  store.saveUserStates = async (changes) => {
+    await save(changes);
+    await store.compact();
+  };
+  return store;
+});
+
+// Every write starts a compaction in the background: reads run while logs move to rows.
+storeConformance("deno-kv (file, compacting in the background)", async () => {
+  return KvStore.open(await newFile(), { compactAfterBytes: 0 });
 });
 
 Deno.test("deno-kv: a store written before tokens were hashed is rehashed once at open", async () => {
@@ -38,7 +52,7 @@ Deno.test("deno-kv: a store written before tokens were hashed is rehashed once a
         expiresAt: null,
       });
     } finally {
-      store.close();
+      await store.close();
     }
     const raw = await Deno.openKv(path);
     try {
@@ -90,7 +104,7 @@ async function seqsOf(store: KvStore): Promise<number[]> {
   return seqs;
 }
 
-Deno.test("deno-kv: a write too large for one commit that fails half-way lands whole, by the next write or the next open", async () => {
+Deno.test("deno-kv: a compaction that fails half-way loses nothing; the next one, or the next open, writes it whole", async () => {
   const dir = await Deno.makeTempDir();
   let failing = false;
   const restore = failMetaCommits(() => failing);
@@ -99,38 +113,92 @@ Deno.test("deno-kv: a write too large for one commit that fails half-way lands w
     const store = await KvStore.open(path);
     try {
       await store.saveUserStates(largeWrite(1));
+      await store.compact();
+      await store.saveUserStates(largeWrite(2));
       failing = true;
-      await assert.rejects(store.saveUserStates(largeWrite(2)), /disk gone/);
-      // Past its commit point, the failed write is written before the next one.
-      failing = false;
-      await store.saveUserStates([]);
+      // Its commits fail: the logs stay, and the reads see everything.
+      await assert.rejects(store.compact(), /disk gone/);
       assert.deepEqual(await seqsOf(store), Array(12).fill(2));
+      await store.saveUserStates(largeWrite(3));
+      assert.deepEqual(await seqsOf(store), Array(12).fill(3));
+      assert.deepEqual((await store.readEvents("app", "u5", 0, 10)).map((e) => e.seq), [1, 2, 3]);
+      // The failed compaction goes first; the newer write stays pending, and is read.
+      failing = false;
+      await store.compact();
+      assert.deepEqual(await seqsOf(store), Array(12).fill(3));
+      await store.saveUserStates(largeWrite(4));
       failing = true;
-      await assert.rejects(store.saveUserStates(largeWrite(3)), /disk gone/);
+      await assert.rejects(store.compact(), /disk gone/);
     } finally {
-      store.close();
+      await store.close();
     }
-    // A crash right there: the next open completes the write before anything reads.
+    // A crash right there: the next open writes every log left before anything reads.
     failing = false;
     const reopened = await KvStore.open(path);
     try {
-      assert.deepEqual(await seqsOf(reopened), Array(12).fill(3));
+      assert.deepEqual(await seqsOf(reopened), Array(12).fill(4));
       const events = await reopened.readEvents("app", "u11", 0, 10);
-      assert.deepEqual(events.map((event) => event.seq), [1, 2, 3]);
+      assert.deepEqual(events.map((event) => event.seq), [1, 2, 3, 4]);
     } finally {
-      reopened.close();
+      await reopened.close();
     }
-    // The redo logs are gone once written.
+    // The logs are gone once compacted, and each user's events are rows of their own.
     const raw = await Deno.openKv(path);
     try {
       for (const prefix of ["redo", "redo_log"]) {
         for await (const entry of raw.list({ prefix: [prefix] })) assert.fail(`left: ${entry.key}`);
       }
+      const rows = await Array.fromAsync(raw.list({ prefix: ["event", "app", "u11"] }));
+      assert.deepEqual(rows.map((row) => row.key[3]), [1, 2, 3, 4]);
     } finally {
       raw.close();
     }
   } finally {
     restore();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("deno-kv: the write log brings any event body back after a restart", async () => {
+  const dir = await Deno.makeTempDir();
+  const bodies = ['{"a":1}', "", "line\nbreak", "!bang", "two words ", "ünï €😀", '"json"'];
+  try {
+    const path = `${dir}/log.kv`;
+    const store = await KvStore.open(path);
+    try {
+      await store.saveUserStates([{
+        appId: "app",
+        uid: "u1",
+        meta: { lastSeenAt: 5, held: true, seqReservedTo: bodies.length, epoch: "e1" },
+        putSessions: [],
+        deleteSessions: ["gone"],
+        appendEvents: bodies.map((body, i) => ({ seq: i + 1, at: 100 + i, body })),
+        sendRecords: [{ clientMessageId: "c\n1", body: '{"x":"y\\n"}', seq: 2, at: 101 }],
+        dropEvents: { from: 1, below: 2 },
+        retentionMs: 60_000,
+      }]);
+    } finally {
+      await store.close();
+    }
+    // Not compacted: the next open reads the log back.
+    const reopened = await KvStore.open(path);
+    try {
+      const events = await reopened.readEvents("app", "u1", 0, 100);
+      assert.deepEqual(events.map((event) => event.body), bodies.slice(1));
+      assert.deepEqual(events.map((event) => event.at), bodies.slice(1).map((_, i) => 101 + i));
+      assert.deepEqual((await reopened.getSendRecord("app", "u1", "c\n1"))?.body, '{"x":"y\\n"}');
+      const state = await reopened.loadUserState("app", "u1");
+      assert.deepEqual(state?.meta, {
+        lastSeenAt: 5,
+        held: true,
+        seqReservedTo: bodies.length,
+        epoch: "e1",
+      });
+      assert.deepEqual(await reopened.listHeldUsers(), [{ appId: "app", uid: "u1" }]);
+    } finally {
+      await reopened.close();
+    }
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -5,12 +5,25 @@
  *   ["meta", appId, uid]                  → UserMetaRecord
  *   ["session", appId, uid, sessionId]    → SessionRecord (one key each: KV values max 64 KiB)
  *   ["held", appId, uid]                  → true while the user holds a connection
- *   ["event", appId, uid, seq]            → { at, body }: the user's stream, one key per event
+ *   ["event", appId, uid, firstSeq]       → { pack: StoredEvent[] }: consecutive events of the
+ *                                           user's stream from firstSeq on (older stores hold
+ *                                           one `{ at, body }` per seq; both are read)
  *   ["sent", appId, uid, clientMessageId] → SendRecord (idempotent sends)
  *   ["group", appId, guid]                → Group
  *   ["profile", appId, uid]               → ProfileRecord (roles, friends)
- *   ["redo", time, n]                     → { chunks }: a large write's redo log counts
- *   ["redo_log", time, n, i]              → chunk i of that log (see `saveUserStates`)
+ *   ["redo", time, n]                     → { chunks }: marks a redo log as written (it counts)
+ *   ["redo_log", time, n, i]              → chunk i of that log: one group commit's changes
+ *
+ * The write path is a log, as in an LSM tree: a group commit writes its changes, encoded, as a
+ * few large values under ["redo_log"] and a marker (`saveUserStates`), and nothing else. One
+ * row per event and per user instead costs a SQLite B-tree page per user: a send to 1 000 users
+ * touches 1 000 pages, several times the log's cost (bench/comparisons.md has the figures).
+ * What the logs hold and the keyed rows do not yet is also kept in memory (`Pending`), and every
+ * read merges it in. Once the logs since the last compaction pass `compactAfterBytes`, a
+ * compaction writes their changes to the keyed rows, each user's new events packed into one row,
+ * and removes those logs; a start-up first does the same with the logs it finds. A crash
+ * anywhere loses nothing a write acknowledged: until a log is removed, the next start-up applies
+ * it again, and applying is idempotent.
  *
  * Events and send records are written with `expireIn` = the retention; KV deletes them some
  * time after that, and readers skip older ones meanwhile.
@@ -33,26 +46,112 @@ import type {
 const MAX_MUTATIONS_PER_COMMIT = 800;
 /** Deno KV limits the total size of one atomic operation (800 KiB); keep a margin. */
 const MAX_BYTES_PER_COMMIT = 500_000;
+/**
+ * A compaction's commits stay small: the log writes of live traffic queue behind each one
+ * (SQLite has one writer), and a send waits for its log write.
+ */
+const COMPACTION_MUTATIONS_PER_COMMIT = 100;
 /** What a mutation costs besides its value: its key and bookkeeping (an estimate). */
 const MUTATION_OVERHEAD_BYTES = 200;
 /** A redo log is stored in chunks of this many bytes (a KV value holds at most 64 KiB). */
 const REDO_CHUNK_BYTES = 60_000;
+/** An event pack's budget, counting 2 bytes per character (V8 stores some strings so). */
+const PACK_BYTES = 60_000;
+
+/** Log bytes written since the last compaction that start the next one (64 MiB). */
+export const DEFAULT_COMPACT_AFTER_BYTES = 64 * 1024 * 1024;
 
 const utf8 = new TextEncoder();
 
+export interface KvStoreOptions {
+  /** See `DEFAULT_COMPACT_AFTER_BYTES`; 0 compacts after every write. */
+  compactAfterBytes?: number;
+}
+
+/** One user's changes that a redo log holds and the keyed rows may not yet. */
+interface PendingUser {
+  readonly appId: string;
+  readonly uid: string;
+  meta: UserMetaRecord;
+  /** Sessions written (the record) or deleted (null): the last change of each. */
+  sessions: Map<string, SessionRecord | null>;
+  /**
+   * Appended events, in seq order, as columns (one object per event would be copied by every
+   * young-generation collection it survives).
+   */
+  events: { seqs: number[]; ats: number[]; bodies: string[] };
+  sendRecords: Map<string, SendRecord>;
+  /** Events below this seq are dropped (retention by count); 0: none. */
+  dropBelow: number;
+  retentionMs?: number;
+}
+
+/** The changes of a run of redo logs, merged per user, and those logs. */
+class Pending {
+  readonly users = new Map<string, PendingUser>();
+  readonly logs: Array<{ id: Deno.KvKeyPart[]; chunks: number }> = [];
+  bytes = 0;
+
+  merge(change: UserStateChange): void {
+    const key = userKey(change.appId, change.uid);
+    let user = this.users.get(key);
+    if (user === undefined) {
+      user = {
+        appId: change.appId,
+        uid: change.uid,
+        meta: change.meta,
+        sessions: new Map(),
+        events: { seqs: [], ats: [], bodies: [] },
+        sendRecords: new Map(),
+        dropBelow: 0,
+      };
+      this.users.set(key, user);
+    }
+    user.meta = change.meta;
+    if (change.retentionMs !== undefined) user.retentionMs = change.retentionMs;
+    for (const session of change.putSessions) user.sessions.set(session.sessionId, session);
+    for (const sessionId of change.deleteSessions) user.sessions.set(sessionId, null);
+    const { seqs, ats, bodies } = user.events;
+    for (const event of change.appendEvents ?? []) {
+      seqs.push(event.seq);
+      ats.push(event.at);
+      bodies.push(event.body);
+    }
+    if (change.dropEvents !== undefined) {
+      user.dropBelow = Math.max(user.dropBelow, change.dropEvents.below);
+    }
+    for (const record of change.sendRecords ?? []) {
+      user.sendRecords.set(record.clientMessageId, record);
+    }
+  }
+}
+
 export class KvStore implements GatewayStore {
   readonly #kv: Deno.Kv;
-  /** Redo logs past their commit point whose write has not landed yet (it failed). */
-  readonly #unfinished: Array<{ id: Deno.KvKeyPart[]; chunks: number; mutations: Mutation[] }> = [];
+  readonly #compactAfterBytes: number;
+  /** Changes in logs written since the last compaction began. */
+  #live = new Pending();
+  /** Changes the running (or a failed) compaction writes; reads see them until it is done. */
+  #compacting: Pending | null = null;
+  #compaction: Promise<void> | null = null;
   #redoCount = 0;
+  #closed = false;
+  /**
+   * The buffer logs are encoded into, reused: a fresh array per write (tens of MB per second
+   * under load) counts as external memory, which makes V8 collect garbage more often.
+   */
+  #buffer = new Uint8Array(256 * 1024);
+  /** A write is under way (and holds `#buffer`). */
+  #saving = false;
 
-  private constructor(kv: Deno.Kv) {
+  private constructor(kv: Deno.Kv, options: KvStoreOptions) {
     this.#kv = kv;
+    this.#compactAfterBytes = options.compactAfterBytes ?? DEFAULT_COMPACT_AFTER_BYTES;
   }
 
   /** Opens the store; without a path, the platform's own KV (Deno Deploy). */
-  static async open(path: string | undefined): Promise<KvStore> {
-    const store = new KvStore(await Deno.openKv(path));
+  static async open(path: string | undefined, options: KvStoreOptions = {}): Promise<KvStore> {
+    const store = new KvStore(await Deno.openKv(path), options);
     await store.#recoverRedo();
     await store.#hashLegacyTokens(authTokenHash);
     return store;
@@ -112,65 +211,177 @@ export class KvStore implements GatewayStore {
   }
 
   async loadUserState(appId: string, uid: string): Promise<UserStateRecord | null> {
-    const meta = (await this.#kv.get<UserMetaRecord>(["meta", appId, uid])).value;
+    const pending = this.#pendingOf(appId, uid);
+    const stored = (await this.#kv.get<UserMetaRecord>(["meta", appId, uid])).value;
+    const meta = pending.at(-1)?.meta ?? stored;
     if (meta === null) return null;
-    const sessions: SessionRecord[] = [];
-    for await (const entry of this.#kv.list<SessionRecord>({ prefix: ["session", appId, uid] })) {
-      sessions.push(entry.value);
+    const sessions = new Map<string, SessionRecord>();
+    if (stored !== null) {
+      for await (
+        const entry of this.#kv.list<SessionRecord>({ prefix: ["session", appId, uid] })
+      ) {
+        sessions.set(entry.value.sessionId, entry.value);
+      }
     }
-    return { appId, uid, meta, sessions };
+    for (const user of pending) {
+      for (const [sessionId, session] of user.sessions) {
+        if (session === null) sessions.delete(sessionId);
+        else sessions.set(sessionId, session);
+      }
+    }
+    return { appId, uid, meta, sessions: [...sessions.values()] };
   }
 
   /**
-   * One group commit. A write that fits one KV commit is one atomic commit. A larger one (a send
-   * to a large group, a burst of sends) takes several, and a crash between two of them would
-   * leave part of it: a user's send whose receivers have the message while its send record is
-   * missing, so that the client's retry sends it again. So it goes through a redo log: the
-   * changes, encoded, are written first, then a marker makes the log count (the commit point),
-   * then the write itself, then the log is removed. A start-up (`open`) finds a marker left by
-   * a crash and writes its changes again, before anything is read: all of the write or none.
+   * One group commit: its changes, encoded, as a redo log and its marker. A log that fits one
+   * KV commit is one atomic commit. A larger one (a send to a large group, a burst of sends)
+   * takes several, and the marker comes last: it is the commit point, so a crash before it
+   * leaves chunks that never count (the next start-up removes them), never part of a write.
    */
   async saveUserStates(changes: UserStateChange[]): Promise<void> {
-    // A write that failed after its commit point goes first: nothing newer may land under it.
-    await this.#finishRedo();
-    const mutations = mutationsOf(changes);
-    if (fitsOneCommit(mutations)) return await this.#commitAll(mutations);
+    if (changes.length === 0) return;
+    if (this.#closed) throw new Error("the store is closed");
     const id = [Date.now(), ++this.#redoCount];
-    const log = utf8.encode(JSON.stringify(changes));
+    const text = encodeLog(changes);
+    // Writes are serial (the state writer's flushes); one that is not gets a buffer of its own.
+    let buffer = this.#saving ? new Uint8Array(text.length * 3) : this.#buffer;
+    if (buffer.length < text.length * 3) buffer = this.#buffer = new Uint8Array(text.length * 3);
+    const log = buffer.subarray(0, utf8.encodeInto(text, buffer).written);
     const chunks = Math.ceil(log.length / REDO_CHUNK_BYTES);
-    await this.#commitAll(Array.from({ length: chunks }, (_, i) => {
+    const parts: Mutation[] = Array.from({ length: chunks }, (_, i) => {
       const chunk = log.subarray(i * REDO_CHUNK_BYTES, (i + 1) * REDO_CHUNK_BYTES);
       return { key: ["redo_log", ...id, i], value: chunk, size: chunk.length };
-    }));
-    await commit(this.#kv.atomic().set(["redo", ...id], { chunks }));
-    this.#unfinished.push({ id, chunks, mutations });
-    await this.#finishRedo();
-  }
-
-  /** Writes the redo logs past their commit point (oldest first), then removes them. */
-  async #finishRedo(): Promise<void> {
-    while (this.#unfinished.length > 0) {
-      const { id, chunks, mutations } = this.#unfinished[0];
-      await this.#commitAll(mutations);
-      await this.#removeRedo(id, chunks);
-      this.#unfinished.shift();
+    });
+    const marker: Mutation = { key: ["redo", ...id], value: { chunks }, size: 20 };
+    const ownsBuffer = buffer === this.#buffer;
+    if (ownsBuffer) this.#saving = true;
+    try {
+      if (fitsOneCommit([...parts, marker])) await this.#commitAll([...parts, marker]);
+      else {
+        await this.#commitAll(parts);
+        await this.#commitAll([marker]);
+      }
+    } finally {
+      if (ownsBuffer) this.#saving = false;
+    }
+    for (const change of changes) this.#live.merge(change);
+    this.#live.logs.push({ id, chunks });
+    this.#live.bytes += log.length;
+    if (this.#live.bytes >= this.#compactAfterBytes && this.#compaction === null) {
+      this.#compaction = this.compact().catch(() => {
+        // The logs stay: the next write past the threshold, or the next start-up, tries again.
+      }).finally(() => this.#compaction = null);
     }
   }
 
-  /** The marker first: chunks of a log whose marker is gone are removed at the next open. */
-  async #removeRedo(id: Deno.KvKeyPart[], chunks: number): Promise<void> {
-    await commit(this.#kv.atomic().delete(["redo", ...id]));
+  /**
+   * Writes what the logs hold to the keyed rows, then removes the logs. Writes that land
+   * meanwhile go to the next round. The store calls it by itself; public for tests and tools.
+   */
+  async compact(): Promise<void> {
+    // A compaction that failed is finished first: newer changes may not land under it.
+    if (this.#compacting === null) {
+      if (this.#live.logs.length === 0) return;
+      this.#compacting = this.#live;
+      this.#live = new Pending();
+    }
+    const pending = this.#compacting;
+    const rows: Mutation[] = [];
+    for (const user of pending.users.values()) rows.push(...await this.#rowsOf(user));
+    // In key order: consecutive writes land on the same B-tree pages (a key is written once
+    // per compaction, so the order is free).
+    rows.sort((a, b) => compareKeys(a.key, b.key));
+    await this.#commitAll(rows, COMPACTION_MUTATIONS_PER_COMMIT);
+    // The markers first: chunks of a log whose marker is gone are removed at the next open.
     await this.#commitAll(
-      Array.from({ length: chunks }, (_, i) => ({ key: ["redo_log", ...id, i], size: 0 })),
+      pending.logs.flatMap(({ id, chunks }) => [
+        { key: ["redo", ...id], size: 0 },
+        ...Array.from({ length: chunks }, (_, i) => ({ key: ["redo_log", ...id, i], size: 0 })),
+      ]),
+      COMPACTION_MUTATIONS_PER_COMMIT,
     );
+    this.#compacting = null;
   }
 
-  /** Start-up: completes the writes a crash cut after their commit point, in write order. */
+  /** The keyed rows of one user's pending changes (idempotent: a crash may write them twice). */
+  async #rowsOf(user: PendingUser): Promise<Mutation[]> {
+    const { appId, uid } = user;
+    const rows: Mutation[] = [];
+    const expireIn = user.retentionMs;
+    if (user.dropBelow > 0) rows.push(...await this.#dropRows(appId, uid, user.dropBelow));
+    let pack: StoredEvent[] = [];
+    let bytes = 0;
+    const flush = () => {
+      if (pack.length === 0) return;
+      rows.push({
+        key: ["event", appId, uid, pack[0].seq],
+        value: { pack },
+        expireIn,
+        size: bytes,
+      });
+      pack = [];
+      bytes = 0;
+    };
+    for (const event of eventsOfPending(user)) {
+      if (event.seq < user.dropBelow) continue;
+      const cost = packCost(event);
+      if (bytes + cost > PACK_BYTES) flush();
+      pack.push(event);
+      bytes += cost;
+    }
+    flush();
+    rows.push({ key: ["meta", appId, uid], value: user.meta, size: 100 });
+    rows.push(
+      user.meta.held
+        ? { key: ["held", appId, uid], value: true, size: 0 }
+        : { key: ["held", appId, uid], size: 0 },
+    );
+    for (const [sessionId, session] of user.sessions) {
+      rows.push(
+        session === null
+          ? { key: ["session", appId, uid, sessionId], size: 0 }
+          : { key: ["session", appId, uid, sessionId], value: session, size: 300 },
+      );
+    }
+    for (const record of user.sendRecords.values()) {
+      rows.push({
+        key: ["sent", appId, uid, record.clientMessageId],
+        value: record,
+        expireIn,
+        size: record.body.length,
+      });
+    }
+    return rows;
+  }
+
+  /** Deletes a user's stored events below `below`; a pack across it keeps its upper part. */
+  async #dropRows(appId: string, uid: string, below: number): Promise<Mutation[]> {
+    const rows: Mutation[] = [];
+    const prefix = ["event", appId, uid];
+    for await (const entry of this.#kv.list<StoredRow>({ prefix, end: [...prefix, below] })) {
+      rows.push({ key: entry.key, size: 0 });
+      const kept = eventsOf(entry).filter((event) => event.seq >= below);
+      if (kept.length > 0) {
+        rows.push({
+          key: [...prefix, kept[0].seq],
+          value: { pack: kept },
+          size: kept.reduce((n, event) => n + packCost(event), 0),
+        });
+      }
+    }
+    return rows;
+  }
+
+  /**
+   * Start-up: the logs a crash (or a stop) left are applied, in write order, before anything
+   * is read; chunks of logs that never reached their commit point are removed.
+   */
   async #recoverRedo(): Promise<void> {
     const markers: Array<Deno.KvEntry<{ chunks: number }>> = [];
     for await (const entry of this.#kv.list<{ chunks: number }>({ prefix: ["redo"] })) {
       markers.push(entry);
     }
+    const counted = new Set<string>();
     for (const marker of markers) {
       const id = marker.key.slice(1);
       const parts: Uint8Array[] = [];
@@ -184,26 +395,33 @@ export class KvStore implements GatewayStore {
       }
       const log = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
       parts.reduce((at, part) => (log.set(part, at), at + part.length), 0);
-      const changes = JSON.parse(new TextDecoder().decode(log)) as UserStateChange[];
-      await this.#commitAll(mutationsOf(changes));
-      await commit(this.#kv.atomic().delete(marker.key));
+      const changes = decodeLog(new TextDecoder().decode(log));
+      for (const change of changes) this.#live.merge(change);
+      this.#live.logs.push({ id, chunks: marker.value.chunks });
+      this.#live.bytes += log.length;
+      counted.add(JSON.stringify(id));
     }
-    // Chunks of logs that never reached their commit point, or whose removal was cut short.
+    await this.compact();
     const leftovers: Mutation[] = [];
     for await (const entry of this.#kv.list({ prefix: ["redo_log"] })) {
-      leftovers.push({ key: entry.key, size: 0 });
+      if (!counted.has(JSON.stringify(entry.key.slice(1, -1)))) {
+        leftovers.push({ key: entry.key, size: 0 });
+      }
     }
     await this.#commitAll(leftovers);
   }
 
-  /** Writes `mutations` in order, in as few commits as the limits allow. */
-  async #commitAll(mutations: readonly Mutation[]): Promise<void> {
+  /** Writes `mutations` in order, in as few commits as the limits (and `perCommit`) allow. */
+  async #commitAll(
+    mutations: readonly Mutation[],
+    perCommit = MAX_MUTATIONS_PER_COMMIT,
+  ): Promise<void> {
     let op = this.#kv.atomic();
     let count = 0;
     let bytes = 0;
     for (const mutation of mutations) {
       const cost = mutation.size + MUTATION_OVERHEAD_BYTES;
-      if (count > 0 && (count >= MAX_MUTATIONS_PER_COMMIT || bytes + cost > MAX_BYTES_PER_COMMIT)) {
+      if (count > 0 && (count >= perCommit || bytes + cost > MAX_BYTES_PER_COMMIT)) {
         await commit(op);
         op = this.#kv.atomic();
         count = 0;
@@ -217,6 +435,17 @@ export class KvStore implements GatewayStore {
     if (count > 0) await commit(op);
   }
 
+  /** A user's pending changes, oldest first (the compaction's, then the live ones). */
+  #pendingOf(appId: string, uid: string): PendingUser[] {
+    const key = userKey(appId, uid);
+    const found: PendingUser[] = [];
+    const compacting = this.#compacting?.users.get(key);
+    if (compacting !== undefined) found.push(compacting);
+    const live = this.#live.users.get(key);
+    if (live !== undefined) found.push(live);
+    return found;
+  }
+
   async readEvents(
     appId: string,
     uid: string,
@@ -225,15 +454,34 @@ export class KvStore implements GatewayStore {
   ): Promise<StoredEvent[]> {
     const events: StoredEvent[] = [];
     if (limit <= 0) return events;
+    // Taken before the rows are read: what a compaction moves meanwhile is in one or the other.
+    const pending = this.#pendingOf(appId, uid);
+    let next = Math.max(afterSeq + 1, ...pending.map((user) => user.dropBelow));
+    const take = (event: StoredEvent) => {
+      if (event.seq < next || events.length >= limit) return;
+      events.push(event);
+      next = event.seq + 1;
+    };
     const prefix = ["event", appId, uid];
-    for await (
-      const entry of this.#kv.list<{ at: number; body: string }>(
-        { prefix, start: [...prefix, afterSeq + 1] },
-        { limit, batchSize: Math.min(limit, 500) },
-      )
-    ) {
-      events.push({ seq: Number(entry.key[3]), at: entry.value.at, body: entry.value.body });
+    const from = next;
+    // The row that holds `from` may start below it.
+    const first = await this.#kv.list<StoredRow>(
+      { prefix, end: [...prefix, from + 1] },
+      { reverse: true, limit: 1 },
+    ).next();
+    if (!first.done) eventsOf(first.value).forEach(take);
+    if (events.length < limit) {
+      for await (
+        const entry of this.#kv.list<StoredRow>(
+          { prefix, start: [...prefix, from + 1] },
+          { batchSize: Math.min(limit, 100) },
+        )
+      ) {
+        eventsOf(entry).forEach(take);
+        if (events.length >= limit) break;
+      }
     }
+    for (const user of pending) eventsOfPending(user, next).forEach(take);
     return events;
   }
 
@@ -242,6 +490,10 @@ export class KvStore implements GatewayStore {
     uid: string,
     clientMessageId: string,
   ): Promise<SendRecord | null> {
+    for (const user of this.#pendingOf(appId, uid).reverse()) {
+      const record = user.sendRecords.get(clientMessageId);
+      if (record !== undefined) return record;
+    }
     return (await this.#kv.get<SendRecord>(["sent", appId, uid, clientMessageId])).value;
   }
 
@@ -281,70 +533,139 @@ export class KvStore implements GatewayStore {
   }
 
   async listHeldUsers(): Promise<Array<{ appId: string; uid: string }>> {
-    const users: Array<{ appId: string; uid: string }> = [];
+    const held = new Map<string, { appId: string; uid: string }>();
     for await (const entry of this.#kv.list<true>({ prefix: ["held"] })) {
-      users.push({ appId: String(entry.key[1]), uid: String(entry.key[2]) });
+      const [appId, uid] = [String(entry.key[1]), String(entry.key[2])];
+      held.set(userKey(appId, uid), { appId, uid });
     }
-    return users;
+    for (const pending of [this.#compacting, this.#live]) {
+      for (const [key, user] of pending?.users ?? []) {
+        if (user.meta.held) held.set(key, { appId: user.appId, uid: user.uid });
+        else held.delete(key);
+      }
+    }
+    return [...held.values()];
   }
 
-  close(): void {
+  /**
+   * Closes the store. Logs not compacted yet stay on disk (the next open applies them); a
+   * compaction under way ends first (the store closes when it has).
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#compaction !== null) await this.#compaction;
     this.#kv.close();
   }
+}
+
+function userKey(appId: string, uid: string): string {
+  return `${appId}\u0000${uid}`;
+}
+
+/**
+ * A redo log's text. JSON-encoding the changes whole would escape every message body again (they
+ * are JSON already), so each change is a line of JSON without its events, followed by one line
+ * per event: `seq at body`. Bodies are JSON text, which has no raw line break; any other body
+ * is written JSON-encoded, after a "!".
+ */
+function encodeLog(changes: readonly UserStateChange[]): string {
+  let text = LOG_FORMAT;
+  for (const change of changes) {
+    const events = change.appendEvents ?? [];
+    text += JSON.stringify([
+      change.appId,
+      change.uid,
+      change.meta,
+      change.putSessions,
+      change.deleteSessions,
+      change.dropEvents ?? null,
+      change.sendRecords ?? null,
+      change.retentionMs ?? null,
+      events.length,
+    ]) + "\n";
+    for (const { seq, at, body } of events) {
+      const raw = !body.includes("\n") && !body.startsWith("!");
+      text += `${seq} ${at} ${raw ? body : `!${JSON.stringify(body)}`}\n`;
+    }
+  }
+  return text;
+}
+
+/** The first line of a log in the format of `encodeLog` (older logs are a JSON array). */
+const LOG_FORMAT = "log/2\n";
+
+type LogHeader = [
+  string,
+  string,
+  UserMetaRecord,
+  SessionRecord[],
+  string[],
+  UserStateChange["dropEvents"] | null,
+  SendRecord[] | null,
+  number | null,
+  number,
+];
+
+function decodeLog(text: string): UserStateChange[] {
+  if (!text.startsWith(LOG_FORMAT)) return JSON.parse(text) as UserStateChange[];
+  const lines = text.slice(LOG_FORMAT.length).split("\n");
+  const changes: UserStateChange[] = [];
+  for (let i = 0; i < lines.length && lines[i] !== "";) {
+    const [appId, uid, meta, putSessions, deleteSessions, drop, sendRecords, retention, count] =
+      JSON.parse(lines[i++]) as LogHeader;
+    const change: UserStateChange = { appId, uid, meta, putSessions, deleteSessions };
+    if (drop !== null) change.dropEvents = drop;
+    if (sendRecords !== null) change.sendRecords = sendRecords;
+    if (retention !== null) change.retentionMs = retention;
+    if (count > 0) {
+      change.appendEvents = lines.slice(i, i += count).map((line) => {
+        const [seq, at] = line.split(" ", 2);
+        const rest = line.slice(seq.length + at.length + 2);
+        const body = rest.startsWith("!") ? JSON.parse(rest.slice(1)) as string : rest;
+        return { seq: Number(seq), at: Number(at), body };
+      });
+    }
+    changes.push(change);
+  }
+  return changes;
+}
+
+/** An event row as stored: a pack, or (in stores written before packs) one event. */
+type StoredRow = { pack: StoredEvent[] } | { at: number; body: string };
+
+function eventsOf(entry: Deno.KvEntry<StoredRow>): StoredEvent[] {
+  const row = entry.value;
+  return "pack" in row ? row.pack : [{ seq: Number(entry.key[3]), at: row.at, body: row.body }];
+}
+
+/** Deno KV's order of two of the store's keys (their parts are strings or numbers, alike). */
+function compareKeys(a: Deno.KvKey, b: Deno.KvKey): number {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const [x, y] = [a[i], b[i]] as Array<string | number>;
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return a.length - b.length;
+}
+
+/** A user's pending events with seq ≥ `from`. */
+function eventsOfPending(user: PendingUser, from = 0): StoredEvent[] {
+  const { seqs, ats, bodies } = user.events;
+  const events: StoredEvent[] = [];
+  for (let i = 0; i < seqs.length; i++) {
+    if (seqs[i] >= from) events.push({ seq: seqs[i], at: ats[i], body: bodies[i] });
+  }
+  return events;
+}
+
+/** What an event adds to a pack, at most (V8 may store a string with 2 bytes per character). */
+function packCost(event: StoredEvent): number {
+  return event.body.length * 2 + 40;
 }
 
 /** One set (with `value`) or delete of a write, with the size it adds to a commit. */
 type Mutation =
   | { key: Deno.KvKey; value: unknown; expireIn?: number; size: number }
   | { key: Deno.KvKey; size: number };
-
-/** The keys a group commit writes and deletes. */
-function mutationsOf(changes: readonly UserStateChange[]): Mutation[] {
-  const mutations: Mutation[] = [];
-  for (const change of changes) {
-    const { appId, uid } = change;
-    const expireIn = change.retentionMs;
-    for (const event of change.appendEvents ?? []) {
-      mutations.push({
-        key: ["event", appId, uid, event.seq],
-        value: { at: event.at, body: event.body },
-        expireIn,
-        size: event.body.length,
-      });
-    }
-    const drop = change.dropEvents;
-    if (drop !== undefined) {
-      for (let seq = drop.from; seq < drop.below; seq++) {
-        mutations.push({ key: ["event", appId, uid, seq], size: 0 });
-      }
-    }
-    mutations.push({ key: ["meta", appId, uid], value: change.meta, size: 100 });
-    mutations.push(
-      change.meta.held
-        ? { key: ["held", appId, uid], value: true, size: 0 }
-        : { key: ["held", appId, uid], size: 0 },
-    );
-    for (const session of change.putSessions) {
-      mutations.push({
-        key: ["session", appId, uid, session.sessionId],
-        value: session,
-        size: 300,
-      });
-    }
-    for (const sessionId of change.deleteSessions) {
-      mutations.push({ key: ["session", appId, uid, sessionId], size: 0 });
-    }
-    for (const record of change.sendRecords ?? []) {
-      mutations.push({
-        key: ["sent", appId, uid, record.clientMessageId],
-        value: record,
-        expireIn,
-        size: record.body.length,
-      });
-    }
-  }
-  return mutations;
-}
 
 function fitsOneCommit(mutations: readonly Mutation[]): boolean {
   if (mutations.length > MAX_MUTATIONS_PER_COMMIT) return false;

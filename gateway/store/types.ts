@@ -148,5 +148,6 @@ export interface GatewayStore {
   getProfile(appId: string, uid: string): Promise<ProfileRecord | null>;
   putProfile(appId: string, uid: string, profile: ProfileRecord): Promise<void>;
 
-  close(): void;
+  /** Closes the store; resolves once work it started in the background has ended. */
+  close(): void | Promise<void>;
 }
