@@ -208,6 +208,30 @@ const ROWS: Row[] = [
     columns: ALL,
   },
   {
+    scenario: "5 … with a compaction of the write log inside the burst",
+    metric: "msgs/s",
+    key: "rate",
+    fmt: k,
+    columns: { gateway: "gateway_compacting" },
+    goal: "— (÷ the non-durable row below)",
+    check(m) {
+      const r = ratio(m("gateway_compacting"), m("gateway_base"));
+      return r === undefined ? undefined : [x(r), undefined];
+    },
+  },
+  {
+    scenario: "5 … with a compaction of the write log inside the burst",
+    metric: "server CPU µs/msg",
+    key: "cpuUs",
+    fmt: (n) => n.toFixed(1),
+    columns: { gateway: "gateway_compacting" },
+    goal: "— (÷ the non-durable row below)",
+    check(m) {
+      const r = ratio(m("gateway_compacting"), m("gateway_base"));
+      return r === undefined ? undefined : [x(r), undefined];
+    },
+  },
+  {
     scenario: "5 … the gateway before durable streams (non-durable)",
     metric: "msgs/s",
     key: "rate",

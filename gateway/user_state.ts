@@ -103,6 +103,9 @@ export type CallResult =
   | { ok: true; session: LiveSession; durable?: Promise<void> }
   | { ok: false; errorCode: ErrorCode };
 
+const NO_SESSIONS: SessionRecord[] = Object.freeze([]) as unknown as SessionRecord[];
+const NO_SESSION_IDS: string[] = Object.freeze([]) as unknown as string[];
+
 /** What the writer took from a state object: the change, its version, the events it carries. */
 export interface TakenChange {
   change: UserStateChange;
@@ -663,7 +666,8 @@ export class UserState {
 
   /** Hands the writer what changed since the last call, and the version it brings the store to. */
   takeChanges(): TakenChange {
-    const putSessions: SessionRecord[] = [];
+    // Most changes under load carry events only: they share empty session lists.
+    const putSessions: SessionRecord[] = this.#dirtySessions.size === 0 ? NO_SESSIONS : [];
     for (const sessionId of this.#dirtySessions) {
       const session = this.#sessions.get(sessionId);
       if (session === undefined) continue;
@@ -700,7 +704,9 @@ export class UserState {
         epoch: this.#epoch,
       },
       putSessions,
-      deleteSessions: [...this.#deletedSessions],
+      deleteSessions: this.#deletedSessions.size === 0
+        ? NO_SESSION_IDS
+        : [...this.#deletedSessions],
       retentionMs: options.retentionMs,
     };
     if (appended.length > 0) {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { authTokenHash } from "../gateway/credential.ts";
+import { initialLiveness } from "../gateway/liveness.ts";
 import { KvStore } from "../gateway/store/kv.ts";
 import type { UserStateChange } from "../gateway/store/types.ts";
 import { storeConformance } from "./store_conformance.ts";
@@ -161,7 +162,16 @@ Deno.test("deno-kv: a compaction that fails half-way loses nothing; the next one
 
 Deno.test("deno-kv: the write log brings any event body back after a restart", async () => {
   const dir = await Deno.makeTempDir();
-  const bodies = ['{"a":1}', "", "line\nbreak", "!bang", "two words ", "ünï €😀", '"json"'];
+  const long = JSON.stringify({ text: "a group message for every member ".repeat(40) });
+  const session = {
+    sessionId: "s1",
+    mode: "manual" as const,
+    createdAt: 3,
+    lastPingAt: 4,
+    liveness: initialLiveness("manual"),
+    deadlineBound: null,
+  };
+  const bodies = ['{"a":1}', "", "line\nbreak", "!bang", "=3", "ünï €😀", '"json"', long, long];
   try {
     const path = `${dir}/log.kv`;
     const store = await KvStore.open(path);
@@ -170,12 +180,19 @@ Deno.test("deno-kv: the write log brings any event body back after a restart", a
         appId: "app",
         uid: "u1",
         meta: { lastSeenAt: 5, held: true, seqReservedTo: bodies.length, epoch: "e1" },
-        putSessions: [],
+        putSessions: [session],
         deleteSessions: ["gone"],
         appendEvents: bodies.map((body, i) => ({ seq: i + 1, at: 100 + i, body })),
         sendRecords: [{ clientMessageId: "c\n1", body: '{"x":"y\\n"}', seq: 2, at: 101 }],
         dropEvents: { from: 1, below: 2 },
         retentionMs: 60_000,
+      }, {
+        appId: "app",
+        uid: "u2",
+        meta: { lastSeenAt: null, held: false, seqReservedTo: 1, epoch: "e2" },
+        putSessions: [],
+        deleteSessions: [],
+        appendEvents: [{ seq: 1, at: 7, body: long }],
       }]);
     } finally {
       await store.close();
@@ -194,7 +211,13 @@ Deno.test("deno-kv: the write log brings any event body back after a restart", a
         seqReservedTo: bodies.length,
         epoch: "e1",
       });
+      assert.deepEqual(state?.sessions, [session]);
       assert.deepEqual(await reopened.listHeldUsers(), [{ appId: "app", uid: "u1" }]);
+      assert.deepEqual(await reopened.readEvents("app", "u2", 0, 10), [{
+        seq: 1,
+        at: 7,
+        body: long,
+      }]);
     } finally {
       await reopened.close();
     }

@@ -88,13 +88,23 @@ interface PendingUser {
 
 /** The changes of a run of redo logs, merged per user, and those logs. */
 class Pending {
-  readonly users = new Map<string, PendingUser>();
+  /** By app, then uid (no key string to build per change). */
+  readonly #apps = new Map<string, Map<string, PendingUser>>();
   readonly logs: Array<{ id: Deno.KvKeyPart[]; chunks: number }> = [];
   bytes = 0;
 
+  get(appId: string, uid: string): PendingUser | undefined {
+    return this.#apps.get(appId)?.get(uid);
+  }
+
+  *users(): Generator<PendingUser> {
+    for (const users of this.#apps.values()) yield* users.values();
+  }
+
   merge(change: UserStateChange): void {
-    const key = userKey(change.appId, change.uid);
-    let user = this.users.get(key);
+    let users = this.#apps.get(change.appId);
+    if (users === undefined) this.#apps.set(change.appId, users = new Map());
+    let user = users.get(change.uid);
     if (user === undefined) {
       user = {
         appId: change.appId,
@@ -105,7 +115,7 @@ class Pending {
         sendRecords: new Map(),
         dropBelow: 0,
       };
-      this.users.set(key, user);
+      users.set(change.uid, user);
     }
     user.meta = change.meta;
     if (change.retentionMs !== undefined) user.retentionMs = change.retentionMs;
@@ -143,6 +153,11 @@ export class KvStore implements GatewayStore {
   #buffer = new Uint8Array(256 * 1024);
   /** A write is under way (and holds `#buffer`). */
   #saving = false;
+  /**
+   * Users whose `held` row is on disk, as far as this process knows: a compaction skips
+   * writing it again. Bounded by the users holding a connection.
+   */
+  readonly #heldOnDisk = new Set<string>();
 
   private constructor(kv: Deno.Kv, options: KvStoreOptions) {
     this.#kv = kv;
@@ -152,6 +167,9 @@ export class KvStore implements GatewayStore {
   /** Opens the store; without a path, the platform's own KV (Deno Deploy). */
   static async open(path: string | undefined, options: KvStoreOptions = {}): Promise<KvStore> {
     const store = new KvStore(await Deno.openKv(path), options);
+    for await (const entry of store.#kv.list({ prefix: ["held"] })) {
+      store.#heldOnDisk.add(userKey(String(entry.key[1]), String(entry.key[2])));
+    }
     await store.#recoverRedo();
     await store.#hashLegacyTokens(authTokenHash);
     return store;
@@ -287,11 +305,22 @@ export class KvStore implements GatewayStore {
     }
     const pending = this.#compacting;
     const rows: Mutation[] = [];
-    for (const user of pending.users.values()) rows.push(...await this.#rowsOf(user));
+    for (const user of pending.users()) rows.push(...await this.#rowsOf(user));
     // In key order: consecutive writes land on the same B-tree pages (a key is written once
     // per compaction, so the order is free).
     rows.sort((a, b) => compareKeys(a.key, b.key));
-    await this.#commitAll(rows, COMPACTION_MUTATIONS_PER_COMMIT);
+    try {
+      await this.#commitAll(rows, COMPACTION_MUTATIONS_PER_COMMIT);
+    } catch (error) {
+      // Which `held` rows landed is not known now: the next compaction writes them.
+      for (const user of pending.users()) this.#heldOnDisk.delete(userKey(user.appId, user.uid));
+      throw error;
+    }
+    for (const user of pending.users()) {
+      const key = userKey(user.appId, user.uid);
+      if (user.meta.held) this.#heldOnDisk.add(key);
+      else this.#heldOnDisk.delete(key);
+    }
     // The markers first: chunks of a log whose marker is gone are removed at the next open.
     await this.#commitAll(
       pending.logs.flatMap(({ id, chunks }) => [
@@ -315,7 +344,7 @@ export class KvStore implements GatewayStore {
       if (pack.length === 0) return;
       rows.push({
         key: ["event", appId, uid, pack[0].seq],
-        value: { pack },
+        value: packText(pack),
         expireIn,
         size: bytes,
       });
@@ -331,11 +360,10 @@ export class KvStore implements GatewayStore {
     }
     flush();
     rows.push({ key: ["meta", appId, uid], value: user.meta, size: 100 });
-    rows.push(
-      user.meta.held
-        ? { key: ["held", appId, uid], value: true, size: 0 }
-        : { key: ["held", appId, uid], size: 0 },
-    );
+    if (!user.meta.held) rows.push({ key: ["held", appId, uid], size: 0 });
+    else if (!this.#heldOnDisk.has(userKey(appId, uid))) {
+      rows.push({ key: ["held", appId, uid], value: true, size: 0 });
+    }
     for (const [sessionId, session] of user.sessions) {
       rows.push(
         session === null
@@ -364,7 +392,7 @@ export class KvStore implements GatewayStore {
       if (kept.length > 0) {
         rows.push({
           key: [...prefix, kept[0].seq],
-          value: { pack: kept },
+          value: packText(kept),
           size: kept.reduce((n, event) => n + packCost(event), 0),
         });
       }
@@ -437,11 +465,10 @@ export class KvStore implements GatewayStore {
 
   /** A user's pending changes, oldest first (the compaction's, then the live ones). */
   #pendingOf(appId: string, uid: string): PendingUser[] {
-    const key = userKey(appId, uid);
     const found: PendingUser[] = [];
-    const compacting = this.#compacting?.users.get(key);
+    const compacting = this.#compacting?.get(appId, uid);
     if (compacting !== undefined) found.push(compacting);
-    const live = this.#live.users.get(key);
+    const live = this.#live.get(appId, uid);
     if (live !== undefined) found.push(live);
     return found;
   }
@@ -539,7 +566,8 @@ export class KvStore implements GatewayStore {
       held.set(userKey(appId, uid), { appId, uid });
     }
     for (const pending of [this.#compacting, this.#live]) {
-      for (const [key, user] of pending?.users ?? []) {
+      for (const user of pending?.users() ?? []) {
+        const key = userKey(user.appId, user.uid);
         if (user.meta.held) held.set(key, { appId: user.appId, uid: user.uid });
         else held.delete(key);
       }
@@ -566,63 +594,119 @@ function userKey(appId: string, uid: string): string {
  * A redo log's text. JSON-encoding the changes whole would escape every message body again (they
  * are JSON already), so each change is a line of JSON without its events, followed by one line
  * per event: `seq at body`. Bodies are JSON text, which has no raw line break; any other body
- * is written JSON-encoded, after a "!".
+ * is written JSON-encoded, after a "!". A large body already in the log (a group message, once
+ * per member) is written as "=" and the number of the event line that holds it; small ones are
+ * not looked up (hashing every body costs more than writing small ones again).
  */
 function encodeLog(changes: readonly UserStateChange[]): string {
   let text = LOG_FORMAT;
+  const written = new Map<string, number>();
+  let line = 0;
   for (const change of changes) {
     const events = change.appendEvents ?? [];
-    text += JSON.stringify([
+    const { meta } = change;
+    const header: LogHeader = [
       change.appId,
       change.uid,
-      change.meta,
-      change.putSessions,
-      change.deleteSessions,
-      change.dropEvents ?? null,
-      change.sendRecords ?? null,
+      meta.lastSeenAt,
+      meta.held ? 1 : 0,
+      meta.seqReservedTo ?? null,
+      meta.epoch ?? null,
+      change.putSessions.length > 0 ? change.putSessions : 0,
+      change.deleteSessions.length > 0 ? change.deleteSessions : 0,
+      change.dropEvents ?? 0,
+      change.sendRecords ?? 0,
       change.retentionMs ?? null,
       events.length,
-    ]) + "\n";
+    ];
+    text += JSON.stringify(header) + "\n";
     for (const { seq, at, body } of events) {
-      const raw = !body.includes("\n") && !body.startsWith("!");
-      text += `${seq} ${at} ${raw ? body : `!${JSON.stringify(body)}`}\n`;
+      const shared = body.length >= SHARED_BODY_CHARS;
+      const earlier = shared ? written.get(body) : undefined;
+      if (earlier !== undefined) text += `${seq} ${at} =${earlier}\n`;
+      else {
+        text += `${seq} ${at} ${eventBody(body)}\n`;
+        if (shared) written.set(body, line);
+      }
+      line++;
     }
   }
   return text;
 }
 
+/** Bodies of at least this many characters are written once per log. */
+const SHARED_BODY_CHARS = 1_024;
+
 /** The first line of a log in the format of `encodeLog` (older logs are a JSON array). */
 const LOG_FORMAT = "log/2\n";
 
+/**
+ * A change's line in a log: an array, so that no field name is repeated in every line (the
+ * headers were a third of a fan-out's log). Empty lists and absent parts are 0.
+ */
 type LogHeader = [
-  string,
-  string,
-  UserMetaRecord,
-  SessionRecord[],
-  string[],
-  UserStateChange["dropEvents"] | null,
-  SendRecord[] | null,
-  number | null,
-  number,
+  appId: string,
+  uid: string,
+  lastSeenAt: number | null,
+  held: 0 | 1,
+  seqReservedTo: number | null,
+  epoch: string | null,
+  putSessions: SessionRecord[] | 0,
+  deleteSessions: string[] | 0,
+  dropEvents: NonNullable<UserStateChange["dropEvents"]> | 0,
+  sendRecords: SendRecord[] | 0,
+  retentionMs: number | null,
+  events: number,
 ];
+
+/** Fails to compile when the meta record gains a field that `LogHeader` does not carry. */
+const _metaInLogHeader: Record<keyof UserMetaRecord, true> = {
+  lastSeenAt: true,
+  held: true,
+  seqReservedTo: true,
+  epoch: true,
+};
 
 function decodeLog(text: string): UserStateChange[] {
   if (!text.startsWith(LOG_FORMAT)) return JSON.parse(text) as UserStateChange[];
   const lines = text.slice(LOG_FORMAT.length).split("\n");
   const changes: UserStateChange[] = [];
+  /** The body of each event line so far. */
+  const bodies: string[] = [];
   for (let i = 0; i < lines.length && lines[i] !== "";) {
-    const [appId, uid, meta, putSessions, deleteSessions, drop, sendRecords, retention, count] =
-      JSON.parse(lines[i++]) as LogHeader;
-    const change: UserStateChange = { appId, uid, meta, putSessions, deleteSessions };
-    if (drop !== null) change.dropEvents = drop;
-    if (sendRecords !== null) change.sendRecords = sendRecords;
+    const [
+      appId,
+      uid,
+      lastSeenAt,
+      held,
+      seqReservedTo,
+      epoch,
+      putSessions,
+      deleteSessions,
+      drop,
+      sendRecords,
+      retention,
+      count,
+    ] = JSON.parse(lines[i++]) as LogHeader;
+    const meta: UserMetaRecord = { lastSeenAt, held: held === 1 };
+    if (seqReservedTo !== null) meta.seqReservedTo = seqReservedTo;
+    if (epoch !== null) meta.epoch = epoch;
+    const change: UserStateChange = {
+      appId,
+      uid,
+      meta,
+      putSessions: putSessions === 0 ? [] : putSessions,
+      deleteSessions: deleteSessions === 0 ? [] : deleteSessions,
+    };
+    if (drop !== 0) change.dropEvents = drop;
+    if (sendRecords !== 0) change.sendRecords = sendRecords;
     if (retention !== null) change.retentionMs = retention;
     if (count > 0) {
       change.appendEvents = lines.slice(i, i += count).map((line) => {
-        const [seq, at] = line.split(" ", 2);
-        const rest = line.slice(seq.length + at.length + 2);
-        const body = rest.startsWith("!") ? JSON.parse(rest.slice(1)) as string : rest;
-        return { seq: Number(seq), at: Number(at), body };
+        const [seq, at, rest] = splitEventLine(line);
+        const body = rest[0] === "=" ? bodies[Number(rest.slice(1))] : parseEventBody(rest);
+        bodies.push(body);
+        return { seq, at, body };
       });
     }
     changes.push(change);
@@ -630,12 +714,53 @@ function decodeLog(text: string): UserStateChange[] {
   return changes;
 }
 
-/** An event row as stored: a pack, or (in stores written before packs) one event. */
-type StoredRow = { pack: StoredEvent[] } | { at: number; body: string };
+/** An event row as stored: a pack (`packText`), or in stores written before packs one event. */
+type StoredRow = string | { at: number; body: string };
 
 function eventsOf(entry: Deno.KvEntry<StoredRow>): StoredEvent[] {
   const row = entry.value;
-  return "pack" in row ? row.pack : [{ seq: Number(entry.key[3]), at: row.at, body: row.body }];
+  if (typeof row === "string") return eventsOfPack(row);
+  return [{ seq: Number(entry.key[3]), at: row.at, body: row.body }];
+}
+
+/**
+ * A pack of consecutive events as one string of lines `seq at body`, as in a redo log
+ * (`encodeLog`): a string is stored as it is, where objects cost V8 serialization per event.
+ */
+function packText(events: readonly StoredEvent[]): string {
+  let text = "";
+  for (const { seq, at, body } of events) text += `${seq} ${at} ${eventBody(body)}\n`;
+  return text;
+}
+
+function eventsOfPack(text: string): StoredEvent[] {
+  const lines = text.split("\n");
+  lines.pop();
+  return lines.map((line) => {
+    const [seq, at, body] = splitEventLine(line);
+    return { seq, at, body: parseEventBody(body) };
+  });
+}
+
+/** A body as an event line holds it: itself, or JSON-encoded after "!" (see `encodeLog`). */
+function eventBody(body: string): string {
+  const raw = !body.includes("\n") && body[0] !== "!" && body[0] !== "=";
+  return raw ? body : `!${JSON.stringify(body)}`;
+}
+
+function parseEventBody(text: string): string {
+  return text[0] === "!" ? JSON.parse(text.slice(1)) as string : text;
+}
+
+/** `seq at rest` → [seq, at, rest]. */
+function splitEventLine(line: string): [number, number, string] {
+  const first = line.indexOf(" ");
+  const second = line.indexOf(" ", first + 1);
+  return [
+    Number(line.slice(0, first)),
+    Number(line.slice(first + 1, second)),
+    line.slice(second + 1),
+  ];
 }
 
 /** Deno KV's order of two of the store's keys (their parts are strings or numbers, alike). */
