@@ -135,7 +135,7 @@ export const EnvSchema = z.object({
   STREAM_CACHE_EVENTS: fills(
     "streamCacheEvents",
     integer(0).default(512),
-    "most recent events of each user held in memory (encoded) so that a resume replays " +
+    "most recent events of each user held in memory so that a resume replays " +
       "without reading the store",
   ),
   TYPING_TIMEOUT_MS: fills(
@@ -179,6 +179,11 @@ export const EnvSchema = z.object({
     "Deno KV: bytes of write log (group commits) after which their changes are compacted " +
       "into per-user rows; until then they are also held in memory, and a start-up reads " +
       "them back",
+  ),
+  KV_COMPACT_IDLE_MS: fills(
+    "kvCompactIdleMs",
+    integer(0).default(1_000),
+    "Deno KV: the write log is also compacted once writes pause this long (0: only by size)",
   ),
   MAX_CONNECTIONS: fills(
     "maxConnections",

@@ -66,6 +66,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
   const clock = options.clock ?? systemClock;
   const store = options.store ?? await KvStore.open(config.kvPath, {
     compactAfterBytes: config.kvCompactAfterBytes,
+    compactWhenIdleMs: config.kvCompactIdleMs,
   });
 
   const health = { draining: false, storeOk: true };

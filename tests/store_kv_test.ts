@@ -225,3 +225,39 @@ Deno.test("deno-kv: the write log brings any event body back after a restart", a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("deno-kv: once writes pause, the write log is compacted into per-user rows", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/idle.kv`;
+    const store = await KvStore.open(path, { compactWhenIdleMs: 50 });
+    const raw = await Deno.openKv(path);
+    try {
+      const keys = async (prefix: string) =>
+        (await Array.fromAsync(raw.list({ prefix: [prefix] }))).map((entry) => entry.key);
+      const small = (seq: number) =>
+        largeWrite(seq).map((change) => ({
+          ...change,
+          appendEvents: [{ seq, at: seq, body: `{"seq":${seq}}` }],
+        }));
+      await store.saveUserStates(small(1));
+      await store.saveUserStates(small(2));
+      assert.equal((await keys("redo")).length, 2, "two logs, not compacted yet");
+      assert.deepEqual(await keys("event"), []);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.deepEqual(await keys("redo"), []);
+      assert.deepEqual(await keys("redo_log"), []);
+      assert.deepEqual(
+        (await keys("event")).filter((key) => key[2] === "u3"),
+        [["event", "app", "u3", 1]],
+        "one pack holds both events",
+      );
+      assert.deepEqual((await store.readEvents("app", "u3", 0, 10)).map((e) => e.seq), [1, 2]);
+    } finally {
+      raw.close();
+      await store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -19,11 +19,11 @@
  * row per event and per user instead costs a SQLite B-tree page per user: a send to 1 000 users
  * touches 1 000 pages, several times the log's cost (bench/comparisons.md has the figures).
  * What the logs hold and the keyed rows do not yet is also kept in memory (`Pending`), and every
- * read merges it in. Once the logs since the last compaction pass `compactAfterBytes`, a
- * compaction writes their changes to the keyed rows, each user's new events packed into one row,
- * and removes those logs; a start-up first does the same with the logs it finds. A crash
- * anywhere loses nothing a write acknowledged: until a log is removed, the next start-up applies
- * it again, and applying is idempotent.
+ * read merges it in. Once the logs since the last compaction pass `compactAfterBytes`, or writes
+ * pause for `compactWhenIdleMs`, a compaction writes their changes to the keyed rows, each user's
+ * new events packed into one row, and removes those logs; a start-up first does the same with the
+ * logs it finds. A crash anywhere loses nothing a write acknowledged: until a log is removed, the
+ * next start-up applies it again, and applying is idempotent.
  *
  * Events and send records are written with `expireIn` = the retention; KV deletes them some
  * time after that, and readers skip older ones meanwhile.
@@ -66,6 +66,8 @@ const utf8 = new TextEncoder();
 export interface KvStoreOptions {
   /** See `DEFAULT_COMPACT_AFTER_BYTES`; 0 compacts after every write. */
   compactAfterBytes?: number;
+  /** A compaction also starts once no write has come for this long (default 1 s; 0: never). */
+  compactWhenIdleMs?: number;
 }
 
 /** One user's changes that a redo log holds and the keyed rows may not yet. */
@@ -139,6 +141,10 @@ class Pending {
 export class KvStore implements GatewayStore {
   readonly #kv: Deno.Kv;
   readonly #compactAfterBytes: number;
+  readonly #compactWhenIdleMs: number;
+  /** When the last write landed, and the timer that compacts once writes pause. */
+  #lastWriteAt = 0;
+  #idleTimer: ReturnType<typeof setTimeout> | null = null;
   /** Changes in logs written since the last compaction began. */
   #live = new Pending();
   /** Changes the running (or a failed) compaction writes; reads see them until it is done. */
@@ -162,6 +168,7 @@ export class KvStore implements GatewayStore {
   private constructor(kv: Deno.Kv, options: KvStoreOptions) {
     this.#kv = kv;
     this.#compactAfterBytes = options.compactAfterBytes ?? DEFAULT_COMPACT_AFTER_BYTES;
+    this.#compactWhenIdleMs = options.compactWhenIdleMs ?? 1_000;
   }
 
   /** Opens the store; without a path, the platform's own KV (Deno Deploy). */
@@ -285,11 +292,33 @@ export class KvStore implements GatewayStore {
     for (const change of changes) this.#live.merge(change);
     this.#live.logs.push({ id, chunks });
     this.#live.bytes += log.length;
-    if (this.#live.bytes >= this.#compactAfterBytes && this.#compaction === null) {
-      this.#compaction = this.compact().catch(() => {
-        // The logs stay: the next write past the threshold, or the next start-up, tries again.
-      }).finally(() => this.#compaction = null);
-    }
+    this.#lastWriteAt = performance.now();
+    if (this.#live.bytes >= this.#compactAfterBytes) this.#compactInBackground();
+    else if (this.#idleTimer === null && this.#compactWhenIdleMs > 0) this.#armIdle();
+  }
+
+  /** Starts a compaction unless one runs; its failure leaves the logs for the next one. */
+  #compactInBackground(): void {
+    if (this.#compaction !== null || this.#closed) return;
+    this.#compaction = this.compact().catch(() => {
+      // The logs stay: the next write past the threshold, a pause, or a start-up tries again.
+    }).finally(() => this.#compaction = null);
+  }
+
+  /**
+   * Compacts once writes pause for `compactWhenIdleMs`: what a burst left is written out when it
+   * ends, instead of waiting in memory for the next `compactAfterBytes` of logs.
+   */
+  #armIdle(): void {
+    const due = this.#lastWriteAt + this.#compactWhenIdleMs;
+    const timer = setTimeout(() => {
+      this.#idleTimer = null;
+      if (performance.now() < this.#lastWriteAt + this.#compactWhenIdleMs) this.#armIdle();
+      else this.#compactInBackground();
+    }, Math.max(0, due - performance.now()));
+    // A store waiting to compact does not keep the process alive.
+    Deno.unrefTimer(timer);
+    this.#idleTimer = timer;
   }
 
   /**
@@ -581,6 +610,8 @@ export class KvStore implements GatewayStore {
    */
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
+    this.#idleTimer = null;
     if (this.#compaction !== null) await this.#compaction;
     this.#kv.close();
   }
