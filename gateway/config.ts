@@ -138,6 +138,13 @@ export const EnvSchema = z.object({
     "most recent events of each user held in memory so that a resume replays " +
       "without reading the store",
   ),
+  STREAM_CACHE_BYTES: fills(
+    "streamCacheBytes",
+    integer(0).default(256 * 1024),
+    "most characters of message JSON of each user held in memory for resume (so that " +
+      "STREAM_CACHE_EVENTS large messages do not): the cache's memory stays below about twice " +
+      "this times the users in memory",
+  ),
   TYPING_TIMEOUT_MS: fills(
     "typingTimeoutMs",
     integer(100).default(5_000),

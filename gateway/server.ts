@@ -87,6 +87,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
       retentionMs: config.streamRetentionMs,
       maxEvents: config.streamMaxEvents,
       cacheEvents: config.streamCacheEvents,
+      cacheChars: config.streamCacheBytes,
       replayLimit: config.replayLimit,
       // A replay must fit the output limit with room to spare for live frames.
       replayMaxBytes: Math.floor(config.maxBufferedBytes / 2),

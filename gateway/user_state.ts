@@ -141,6 +141,8 @@ class StreamCache {
   first = 0;
   readonly ats: number[] = [];
   readonly bodies: string[] = [];
+  /** Characters of the bodies held. */
+  chars = 0;
 
   get length(): number {
     return this.bodies.length;
@@ -150,15 +152,25 @@ class StreamCache {
     if (this.bodies.length === 0) this.first = seq;
     this.ats.push(at);
     this.bodies.push(body);
+    this.chars += body.length;
   }
 
-  /** Keeps the last `keep` events. */
-  trim(keep: number): void {
-    const drop = this.bodies.length - keep;
-    if (drop <= 0) return;
+  /**
+   * Keeps at most the last `keep` events, and at most `maxChars` characters of them (but the
+   * newest event, whatever its size).
+   */
+  trim(keep: number, maxChars: number): void {
+    let drop = Math.max(0, this.bodies.length - keep);
+    let chars = this.chars;
+    for (let i = 0; i < drop; i++) chars -= this.bodies[i].length;
+    while (drop < this.bodies.length - 1 && chars > maxChars) {
+      chars -= this.bodies[drop++].length;
+    }
+    if (drop === 0) return;
     this.ats.splice(0, drop);
     this.bodies.splice(0, drop);
     this.first += drop;
+    this.chars = chars;
   }
 
   /** Up to `limit` events from seq `from` on. */
@@ -184,6 +196,8 @@ export interface StreamOptions {
   maxEvents: number;
   /** Most recent events held in memory per user. */
   cacheEvents: number;
+  /** Most characters of message bodies held in memory per user (large messages hold fewer). */
+  cacheChars: number;
   /** Most events replayed on connect. */
   replayLimit: number;
   /** Most bytes replayed on connect (so a replay never trips the output limit). */
@@ -194,6 +208,7 @@ export const DEFAULT_STREAM_OPTIONS: StreamOptions = {
   retentionMs: 24 * 3600_000,
   maxEvents: 10_000,
   cacheEvents: 512,
+  cacheChars: 256 * 1024,
   replayLimit: 1_000,
   replayMaxBytes: 512 * 1024,
 };
@@ -774,8 +789,10 @@ export class UserState {
         if (socket.sendEvent(frame)) event.deliveredTo++;
       }
     }
-    // Trimmed in chunks, so that the cache costs O(1) per event.
-    if (cache.length > cap * 2) cache.trim(cap);
+    // Trimmed in chunks, so that the cache costs O(1) per event: down to the count, and to half
+    // the size limit once it is passed.
+    const maxChars = this.#runtime.stream.cacheChars;
+    if (cache.length > cap * 2 || cache.chars > maxChars) cache.trim(cap, maxChars / 2);
   }
 
   /**

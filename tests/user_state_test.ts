@@ -7,7 +7,12 @@ import type { CloseReason, Message } from "../contract/mod.ts";
 import { ManualClock } from "../gateway/clock.ts";
 import { DEFAULTS } from "../gateway/config.ts";
 import { KvStore } from "../gateway/store/kv.ts";
-import { type SocketPort, UserStateRuntime, UserStates } from "../gateway/user_state.ts";
+import {
+  type SocketPort,
+  type StreamOptions,
+  UserStateRuntime,
+  UserStates,
+} from "../gateway/user_state.ts";
 
 class FakeSocket implements SocketPort {
   closes: Array<{ reason: CloseReason; at: number }> = [];
@@ -28,7 +33,10 @@ class FakeSocket implements SocketPort {
 }
 
 /** A runtime on fake time; `shared` is a store that outlives it (a restart), else its own. */
-async function setup(shared?: KvStore, options: { deadlineBoundMs?: number } = {}) {
+async function setup(
+  shared?: KvStore,
+  options: { deadlineBoundMs?: number; stream?: Partial<StreamOptions> } = {},
+) {
   const clock = new ManualClock();
   const store = shared ?? await KvStore.open(":memory:");
   const runtime = new UserStateRuntime(
@@ -42,6 +50,7 @@ async function setup(shared?: KvStore, options: { deadlineBoundMs?: number } = {
       tickMs: DEFAULTS.deadlineTickMs,
       persistDelayMs: 0,
       deadlineBoundMs: options.deadlineBoundMs ?? DEFAULTS.deadlineBoundMs,
+      stream: options.stream,
     },
   );
   const users = new UserStates(runtime, { evictAfterMs: DEFAULTS.userEvictAfterMs });
@@ -365,6 +374,30 @@ Deno.test("user state: resume plans say why they cannot recover", async () => {
   assert.equal(reason({ epoch: user.epoch, seq: 6 }), "ahead_of_stream");
   assert.equal(reason({ epoch: user.epoch, seq: 5 }), "recovered");
   assert.equal(reason({ epoch: user.epoch, seq: 0 }), "recovered");
+});
+
+Deno.test("user state: the stream cache holds at most STREAM_CACHE_BYTES of messages; a resume past it reads the store", async () => {
+  await using env = await setup(undefined, { stream: { cacheChars: 30_000 } });
+  const { users, durable, store } = env;
+  const user = await users.get("demo", "u1");
+  for (let i = 0; i < 10; i++) user.append(textTo("u1", `${i}`.repeat(10_000)));
+  await durable(users.runtime.durable());
+  // 10 messages of 20 000 characters (the text and the id): past the limit, the cache keeps the
+  // newest half of it, or at least the newest event.
+  const recent = user.planReplay({ epoch: user.epoch, seq: 9 });
+  assert.equal(recent.kind, "ready");
+  const old = user.planReplay({ epoch: user.epoch, seq: 0 });
+  assert.deepEqual(old, { kind: "read", after: 0, limit: 10 });
+  const events = await store.readEvents("demo", "u1", 0, 10);
+  const plan = user.planReplay({ epoch: user.epoch, seq: 0 }, { events, upTo: 10 });
+  assert.equal(plan.kind, "ready");
+  if (plan.kind === "ready") {
+    assert.deepEqual(plan.stream, { epoch: user.epoch, seq: 10, recovered: true, replayed: 10 });
+    assert.deepEqual(
+      plan.frames.map((frame) => JSON.parse(frame).message.text[0]),
+      ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+    );
+  }
 });
 
 Deno.test("user state: seqs have no gaps across a restart and across a crash", async () => {
