@@ -261,3 +261,30 @@ Deno.test("deno-kv: once writes pause, the write log is compacted into per-user 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("deno-kv: a compaction that failed on a pause is tried again a pause later, with no new write", async () => {
+  const dir = await Deno.makeTempDir();
+  let failing = true;
+  const restore = failMetaCommits(() => failing);
+  try {
+    const path = `${dir}/retry.kv`;
+    const store = await KvStore.open(path, { compactWhenIdleMs: 100 });
+    const raw = await Deno.openKv(path);
+    try {
+      const logs = async () => (await Array.fromAsync(raw.list({ prefix: ["redo"] }))).length;
+      await store.saveUserStates(largeWrite(1));
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      assert.equal(await logs(), 1, "the compaction failed: the log stays");
+      failing = false;
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      assert.equal(await logs(), 0, "tried again by itself");
+      assert.deepEqual(await seqsOf(store), Array(12).fill(1));
+    } finally {
+      raw.close();
+      await store.close();
+    }
+  } finally {
+    restore();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

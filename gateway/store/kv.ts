@@ -301,8 +301,16 @@ export class KvStore implements GatewayStore {
   #compactInBackground(): void {
     if (this.#compaction !== null || this.#closed) return;
     this.#compaction = this.compact().catch(() => {
-      // The logs stay: the next write past the threshold, a pause, or a start-up tries again.
-    }).finally(() => this.#compaction = null);
+      // The logs stay: the next write past the threshold, a pause, or a start-up tries again
+      // (a pause counts from now: a failing disk is not retried in a loop).
+      this.#lastWriteAt = performance.now();
+    }).finally(() => {
+      this.#compaction = null;
+      // Logs that landed meanwhile wait for the next pause, even if no write comes to arm it.
+      const waiting = (this.#live.logs.length > 0 || this.#compacting !== null) &&
+        this.#idleTimer === null;
+      if (waiting && this.#compactWhenIdleMs > 0 && !this.#closed) this.#armIdle();
+    });
   }
 
   /**
