@@ -374,7 +374,9 @@ export class KvStore implements GatewayStore {
     const { appId, uid } = user;
     const rows: Mutation[] = [];
     const expireIn = user.retentionMs;
-    if (user.dropBelow > 0) rows.push(...await this.#dropRows(appId, uid, user.dropBelow));
+    if (user.dropBelow > 0) {
+      rows.push(...await this.#dropRows(appId, uid, user.dropBelow, expireIn));
+    }
     let pack: StoredEvent[] = [];
     let bytes = 0;
     const flush = () => {
@@ -420,7 +422,12 @@ export class KvStore implements GatewayStore {
   }
 
   /** Deletes a user's stored events below `below`; a pack across it keeps its upper part. */
-  async #dropRows(appId: string, uid: string, below: number): Promise<Mutation[]> {
+  async #dropRows(
+    appId: string,
+    uid: string,
+    below: number,
+    expireIn: number | undefined,
+  ): Promise<Mutation[]> {
     const rows: Mutation[] = [];
     const prefix = ["event", appId, uid];
     for await (const entry of this.#kv.list<StoredRow>({ prefix, end: [...prefix, below] })) {
@@ -430,6 +437,7 @@ export class KvStore implements GatewayStore {
         rows.push({
           key: [...prefix, kept[0].seq],
           value: packText(kept),
+          expireIn,
           size: kept.reduce((n, event) => n + packCost(event), 0),
         });
       }
