@@ -288,3 +288,63 @@ Deno.test("deno-kv: a compaction that failed on a pause is tried again a pause l
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("deno-kv: logs applied at start-up replace the rows a cut compaction left, so no rows overlap", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/overlap.kv`;
+    const change = (from: number, to: number) => ({
+      appId: "app",
+      uid: "u1",
+      meta: { lastSeenAt: null, held: false, seqReservedTo: to, epoch: "e1" },
+      putSessions: [],
+      deleteSessions: [],
+      appendEvents: Array.from({ length: to - from + 1 }, (_, i) => ({
+        seq: from + i,
+        at: 1_000 + from + i,
+        body: `{"n":${from + i}}`,
+      })),
+    });
+    const store = await KvStore.open(path);
+    await store.saveUserStates([change(1, 3)]);
+    await store.compact();
+    await store.saveUserStates([change(4, 5)]);
+    await store.compact();
+    await store.saveUserStates([change(6, 10)]);
+    await store.close();
+    // What a crash inside compactions can leave beside the log of 6..10: a row that took 6 in
+    // already (its compaction's removal of that log was cut), and a row of 7..8 cut elsewhere.
+    const raw = await Deno.openKv(path);
+    const line = (seq: number) => `${seq} ${1_000 + seq} {"n":${seq}}\n`;
+    await raw.set(["event", "app", "u1", 4], line(4) + line(5) + line(6));
+    await raw.set(["event", "app", "u1", 7], line(7) + line(8));
+    raw.close();
+
+    const reopened = await KvStore.open(path);
+    try {
+      const seqs = async (after: number) =>
+        (await reopened.readEvents("app", "u1", after, 100)).map((event) => event.seq);
+      assert.deepEqual(await seqs(0), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      for (let after = 1; after < 10; after++) {
+        assert.deepEqual(
+          await seqs(after),
+          Array.from({ length: 10 - after }, (_, i) => after + 1 + i),
+        );
+      }
+    } finally {
+      await reopened.close();
+    }
+    const check = await Deno.openKv(path);
+    try {
+      const rows = await Array.fromAsync(check.list<string>({ prefix: ["event", "app", "u1"] }));
+      const seqsOfRow = rows.map((row) =>
+        row.value.trim().split("\n").map((l) => Number(l.split(" ")[0]))
+      );
+      assert.deepEqual(seqsOfRow.flat(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "each event in one row");
+    } finally {
+      check.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -334,6 +334,15 @@ export class KvStore implements GatewayStore {
    * meanwhile go to the next round. The store calls it by itself; public for tests and tools.
    */
   async compact(): Promise<void> {
+    await this.#compact(false);
+  }
+
+  /**
+   * `recovering`: the logs were found at start-up, and a compaction cut by a crash may have
+   * written some of their events already, in packs cut elsewhere. Those rows are replaced, so
+   * that no two rows of a stream overlap (readers rely on it).
+   */
+  async #compact(recovering: boolean): Promise<void> {
     // A compaction that failed is finished first: newer changes may not land under it.
     if (this.#compacting === null) {
       if (this.#live.logs.length === 0) return;
@@ -342,12 +351,16 @@ export class KvStore implements GatewayStore {
     }
     const pending = this.#compacting;
     const rows: Mutation[] = [];
-    for (const user of pending.users()) rows.push(...await this.#rowsOf(user));
+    for (const user of pending.users()) rows.push(...await this.#rowsOf(user, recovering));
     // In key order: consecutive writes land on the same B-tree pages (a key is written once
     // per compaction, so the order is free).
     rows.sort((a, b) => compareKeys(a.key, b.key));
+    // A key both deleted (an overlapping row) and written (a new pack) is only written.
+    const written = rows.filter((row, i) =>
+      !(!("value" in row) && i + 1 < rows.length && compareKeys(row.key, rows[i + 1].key) === 0)
+    );
     try {
-      await this.#commitAll(rows, COMPACTION_MUTATIONS_PER_COMMIT);
+      await this.#commitAll(written, COMPACTION_MUTATIONS_PER_COMMIT);
     } catch (error) {
       // Which `held` rows landed is not known now: the next compaction writes them.
       for (const user of pending.users()) this.#heldOnDisk.delete(userKey(user.appId, user.uid));
@@ -370,9 +383,11 @@ export class KvStore implements GatewayStore {
   }
 
   /** The keyed rows of one user's pending changes (idempotent: a crash may write them twice). */
-  async #rowsOf(user: PendingUser): Promise<Mutation[]> {
+  async #rowsOf(user: PendingUser, recovering: boolean): Promise<Mutation[]> {
     const { appId, uid } = user;
     const rows: Mutation[] = [];
+    const first = user.events.seqs[0];
+    if (recovering && first !== undefined) rows.push(...await this.#overlapRows(user, first));
     const expireIn = user.retentionMs;
     if (user.dropBelow > 0) {
       rows.push(...await this.#dropRows(appId, uid, user.dropBelow, expireIn));
@@ -417,6 +432,35 @@ export class KvStore implements GatewayStore {
         expireIn,
         size: record.body.length,
       });
+    }
+    return rows;
+  }
+
+  /**
+   * Rows of a user's stream from `first` on (they hold events the pending ones repeat) go; a row
+   * across `first` keeps its part below it. The pending events are written again after.
+   */
+  async #overlapRows(user: PendingUser, first: number): Promise<Mutation[]> {
+    const rows: Mutation[] = [];
+    const prefix = ["event", user.appId, user.uid];
+    const before = await this.#kv.list<StoredRow>(
+      { prefix, end: [...prefix, first] },
+      { reverse: true, limit: 1 },
+    ).next();
+    if (!before.done) {
+      const events = eventsOf(before.value);
+      if (events.at(-1)!.seq >= first) {
+        const kept = events.filter((event) => event.seq < first);
+        rows.push({
+          key: before.value.key,
+          value: packText(kept),
+          expireIn: user.retentionMs,
+          size: kept.reduce((n, event) => n + packCost(event), 0),
+        });
+      }
+    }
+    for await (const entry of this.#kv.list<StoredRow>({ prefix, start: [...prefix, first] })) {
+      rows.push({ key: entry.key, size: 0 });
     }
     return rows;
   }
@@ -474,7 +518,7 @@ export class KvStore implements GatewayStore {
       this.#live.bytes += log.length;
       counted.add(JSON.stringify(id));
     }
-    await this.compact();
+    await this.#compact(true);
     const leftovers: Mutation[] = [];
     for await (const entry of this.#kv.list({ prefix: ["redo_log"] })) {
       if (!counted.has(JSON.stringify(entry.key.slice(1, -1)))) {
