@@ -348,3 +348,44 @@ Deno.test("deno-kv: logs applied at start-up replace the rows a cut compaction l
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("deno-kv: reads during a compaction see every event, whichever rows land between their reads", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const store = await KvStore.open(`${dir}/race.kv`, { compactWhenIdleMs: 0 });
+    try {
+      // One event per row (each too large to share a pack): a compaction lands them 100 at a time.
+      const pad = "x".repeat(31_000);
+      for (let from = 1; from <= 400; from += 20) {
+        await store.saveUserStates([{
+          appId: "app",
+          uid: "u1",
+          meta: { lastSeenAt: null, held: false, seqReservedTo: from + 19, epoch: "e1" },
+          putSessions: [],
+          deleteSessions: [],
+          appendEvents: Array.from({ length: 20 }, (_, i) => ({
+            seq: from + i,
+            at: from + i,
+            body: JSON.stringify({ n: from + i, pad }),
+          })),
+        }]);
+      }
+      let done = false;
+      const compaction = store.compact().finally(() => (done = true));
+      let reads = 0;
+      for (let after = 0; !done || reads < 50; after = (after + 37) % 390, reads++) {
+        const seqs = (await store.readEvents("app", "u1", after, 5)).map((event) => event.seq);
+        assert.deepEqual(
+          seqs,
+          [after + 1, after + 2, after + 3, after + 4, after + 5],
+          `after ${after}`,
+        );
+      }
+      await compaction;
+    } finally {
+      await store.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

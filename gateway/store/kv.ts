@@ -568,37 +568,39 @@ export class KvStore implements GatewayStore {
     afterSeq: number,
     limit: number,
   ): Promise<StoredEvent[]> {
-    const events: StoredEvent[] = [];
-    if (limit <= 0) return events;
+    if (limit <= 0) return [];
     // Taken before the rows are read: what a compaction moves meanwhile is in one or the other.
+    // So the two are merged by seq, not taken in turn (a row can land between two reads).
     const pending = this.#pendingOf(appId, uid);
-    let next = Math.max(afterSeq + 1, ...pending.map((user) => user.dropBelow));
-    const take = (event: StoredEvent) => {
-      if (event.seq < next || events.length >= limit) return;
-      events.push(event);
-      next = event.seq + 1;
+    const from = Math.max(afterSeq + 1, ...pending.map((user) => user.dropBelow));
+    const found = new Map<number, StoredEvent>();
+    const add = (event: StoredEvent) => {
+      if (event.seq >= from && !found.has(event.seq)) found.set(event.seq, event);
     };
+    for (const user of pending) eventsOfPending(user, from).forEach(add);
     const prefix = ["event", appId, uid];
-    const from = next;
     // The row that holds `from` may start below it.
     const first = await this.#kv.list<StoredRow>(
       { prefix, end: [...prefix, from + 1] },
       { reverse: true, limit: 1 },
     ).next();
-    if (!first.done) eventsOf(first.value).forEach(take);
-    if (events.length < limit) {
+    let stored = 0;
+    if (!first.done) {
+      for (const event of eventsOf(first.value)) if (event.seq >= from) add(event), stored++;
+    }
+    if (stored < limit) {
       for await (
         const entry of this.#kv.list<StoredRow>(
           { prefix, start: [...prefix, from + 1] },
           { batchSize: Math.min(limit, 100) },
         )
       ) {
-        eventsOf(entry).forEach(take);
-        if (events.length >= limit) break;
+        for (const event of eventsOf(entry)) add(event), stored++;
+        if (stored >= limit) break;
       }
     }
-    for (const user of pending) eventsOfPending(user, next).forEach(take);
-    return events;
+    // The first `limit` by seq (retention may have removed some below the rest).
+    return [...found.values()].sort((a, b) => a.seq - b.seq).slice(0, limit);
   }
 
   async getSendRecord(
