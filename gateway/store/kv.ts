@@ -396,12 +396,7 @@ export class KvStore implements GatewayStore {
     let bytes = 0;
     const flush = () => {
       if (pack.length === 0) return;
-      rows.push({
-        key: ["event", appId, uid, pack[0].seq],
-        value: packText(pack),
-        expireIn,
-        size: bytes,
-      });
+      rows.push(packRow(["event", appId, uid], pack, expireIn));
       pack = [];
       bytes = 0;
     };
@@ -451,12 +446,7 @@ export class KvStore implements GatewayStore {
       const events = eventsOf(before.value);
       if (events.at(-1)!.seq >= first) {
         const kept = events.filter((event) => event.seq < first);
-        rows.push({
-          key: before.value.key,
-          value: packText(kept),
-          expireIn: user.retentionMs,
-          size: kept.reduce((n, event) => n + packCost(event), 0),
-        });
+        rows.push(packRow(prefix, kept, user.retentionMs));
       }
     }
     for await (const entry of this.#kv.list<StoredRow>({ prefix, start: [...prefix, first] })) {
@@ -477,14 +467,7 @@ export class KvStore implements GatewayStore {
     for await (const entry of this.#kv.list<StoredRow>({ prefix, end: [...prefix, below] })) {
       rows.push({ key: entry.key, size: 0 });
       const kept = eventsOf(entry).filter((event) => event.seq >= below);
-      if (kept.length > 0) {
-        rows.push({
-          key: [...prefix, kept[0].seq],
-          value: packText(kept),
-          expireIn,
-          size: kept.reduce((n, event) => n + packCost(event), 0),
-        });
-      }
+      if (kept.length > 0) rows.push(packRow(prefix, kept, expireIn));
     }
     return rows;
   }
@@ -873,6 +856,20 @@ function eventsOfPending(user: PendingUser, from = 0): StoredEvent[] {
     if (seqs[i] >= from) events.push({ seq: seqs[i], at: ats[i], body: bodies[i] });
   }
   return events;
+}
+
+/** The row of a pack of consecutive events of the stream under `prefix`, keyed by its first. */
+function packRow(
+  prefix: Deno.KvKey,
+  events: readonly StoredEvent[],
+  expireIn: number | undefined,
+): Mutation {
+  return {
+    key: [...prefix, events[0].seq],
+    value: packText(events),
+    expireIn,
+    size: events.reduce((n, event) => n + packCost(event), 0),
+  };
 }
 
 /** What an event adds to a pack, at most (V8 may store a string with 2 bytes per character). */
