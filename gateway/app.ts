@@ -4,8 +4,9 @@
  */
 import { Hono } from "hono";
 import { cors } from "hono/cors";
-import { errorPayload } from "../contract/mod.ts";
+import { errorPayload, WEBSOCKET_PATH } from "../contract/mod.ts";
 import { limitBody } from "./body_limit.ts";
+import { OwnedElsewhere } from "./cluster/port.ts";
 import { answerOf, GatewayError } from "./errors.ts";
 import { contractRoutes } from "./openapi.ts";
 import { clientRoutes } from "./routes/client_routes.ts";
@@ -25,8 +26,14 @@ export function createApp(services: GatewayServices): Hono<GatewayEnv> {
     metrics: services.metrics,
     metricsToken: services.config.metricsToken,
     ready: () => {
-      const checks = { store: services.health.storeOk, accepting: !services.health.draining };
-      return { ready: checks.store && checks.accepting, checks };
+      const clusterOk = services.health.clusterOk;
+      const checks = {
+        store: services.health.storeOk,
+        accepting: !services.health.draining,
+        // Only in a cluster: this node's heartbeat reaches Redis.
+        ...(clusterOk === undefined ? {} : { cluster: clusterOk() }),
+      };
+      return { ready: Object.values(checks).every((ok) => ok), checks };
     },
   });
 
@@ -46,7 +53,7 @@ export function createApp(services: GatewayServices): Hono<GatewayEnv> {
       throw new GatewayError("ERR_SERVICE_UNAVAILABLE", "The gateway is shutting down.");
     }
     const key = c.env?.remoteAddr ?? "unknown";
-    if (!services.httpLimiter.take(key, services.clock.now())) {
+    if (c.env?.forwarded !== true && !services.httpLimiter.take(key, services.clock.now())) {
       services.metrics.refusals.http_rate++;
       throw new GatewayError("ERR_TOO_MANY_REQUESTS");
     }
@@ -61,6 +68,34 @@ export function createApp(services: GatewayServices): Hono<GatewayEnv> {
       });
     }),
   );
+
+  // In a cluster, a request for a user another node holds is answered by that node.
+  const forward = services.forward;
+  if (forward !== undefined) {
+    app.use("*", async (c, next) => {
+      const copy = c.env?.forwarded === true ? null : c.req.raw.clone();
+      await next();
+      if (!(c.error instanceof OwnedElsewhere)) return;
+      if (copy === null || c.req.path === WEBSOCKET_PATH) {
+        // Moved again while the request crossed: one hop only, the client tries again.
+        const payload = errorPayload(
+          "ERR_SERVICE_UNAVAILABLE",
+          "The user is moving between nodes.",
+        );
+        c.res = c.json(payload, 503);
+        return;
+      }
+      try {
+        c.res = await forward(c.error.node, copy);
+      } catch (error) {
+        services.log.warn("cluster.forward_failed", { node: c.error.node, error: String(error) });
+        c.res = c.json(
+          errorPayload("ERR_SERVICE_UNAVAILABLE", "The node holding this user did not answer."),
+          503,
+        );
+      }
+    });
+  }
 
   const implemented = [
     ...clientRoutes(services),

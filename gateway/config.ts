@@ -290,6 +290,46 @@ export const EnvSchema = z.object({
     z.string().optional(),
     "when set, /metrics requires the header `Authorization: Bearer <token>`",
   ),
+  STORE: fills(
+    "store",
+    z.enum(["kv", "redis"]).default("kv"),
+    "storage engine: 'kv' (Deno KV at KV_PATH, one process) or 'redis' (REDIS_URL; any number " +
+      "of nodes sharing it form a cluster, docs/cluster.md)",
+  ),
+  REDIS_URL: fills(
+    "redisUrl",
+    z.string().default("redis://127.0.0.1:6379"),
+    "with STORE=redis: the Redis server (the default is a development default: a local Redis)",
+  ),
+  REDIS_PREFIX: fills(
+    "redisPrefix",
+    z.string().default("lg:"),
+    "with STORE=redis: prefix of every key and channel, so that one Redis can serve several " +
+      "gateways (clusters)",
+  ),
+  NODE_ID: fills(
+    "nodeId",
+    z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
+    "with STORE=redis: this node's name in the cluster (logs, metrics); a random one per " +
+      "process when unset. Two running nodes must never share one",
+  ),
+  NODE_TTL_MS: fills(
+    "nodeTtlMs",
+    integer(1_000).default(6_000),
+    "with STORE=redis: a node whose heartbeat has not reached Redis for this long is dead; " +
+      "within this plus NODE_HEARTBEAT_MS another node takes its users over (their sessions " +
+      "go offline, their background deadlines are kept)",
+  ),
+  NODE_HEARTBEAT_MS: fills(
+    "nodeHeartbeatMs",
+    integer(100).default(1_000),
+    "with STORE=redis: how often a node renews its liveness in Redis and looks for dead nodes",
+  ),
+  CLUSTER_REQUEST_TIMEOUT_MS: fills(
+    "clusterRequestTimeoutMs",
+    integer(100).default(3_000),
+    "with STORE=redis: a request forwarded to the node holding a user fails (503) after this",
+  ),
   LOG_LEVEL: fills(
     "logLevel",
     z.enum(["debug", "info", "warn", "error"]).default("info"),

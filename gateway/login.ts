@@ -8,6 +8,7 @@ import { appOf } from "./apps.ts";
 import type { Clock } from "./clock.ts";
 import type { AppConfig, GatewayConfig } from "./config.ts";
 import { authTokenHash, constantTimeEqual, type CredentialSigner } from "./credential.ts";
+import { LOST_USER } from "./cluster/port.ts";
 import { GatewayError } from "./errors.ts";
 import type { GatewayStore } from "./store/types.ts";
 import type { LiveSession, UserState, UserStates } from "./user_state.ts";
@@ -36,6 +37,7 @@ export async function login(
   services: LoginServices,
   appId: string,
   body: LoginBody,
+  where: "here" | "anywhere" = "anywhere",
 ): Promise<LoginResult> {
   const { apps, store, users, signer, clock, config } = services;
   const app = appOf(apps, appId);
@@ -64,10 +66,13 @@ export async function login(
   const user = await store.getUser(app.appId, uid);
   if (user === null) throw new GatewayError("ERR_UID_NOT_FOUND", `No user '${uid}' exists.`);
 
-  const state = await users.get(app.appId, uid);
+  users.requireWritable();
+  const state = await users.get(app.appId, uid, where);
   const session = state.createSession(crypto.randomUUID(), body.mode ?? "auto");
   // Output gate: the session is on disk before anyone can use its credential.
   await users.runtime.writer.durable();
+  // In a cluster, a write refused because another node took the user stored nothing.
+  if (state.lost) throw new GatewayError("ERR_SERVICE_UNAVAILABLE", LOST_USER);
   const credential = signer.sign({
     appId: app.appId,
     uid,

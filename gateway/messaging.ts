@@ -20,16 +20,10 @@ import type {
 import type { Clock } from "./clock.ts";
 import { toBase64Url } from "./credential.ts";
 import { sha256 } from "./hmac_sha256.ts";
+import { LOST_USER, OwnedElsewhere } from "./cluster/port.ts";
 import { GatewayError } from "./errors.ts";
 import type { GatewayStore } from "./store/types.ts";
-import type {
-  AppendedEvent,
-  EventOrigin,
-  LiveSession,
-  SendOutcome,
-  UserState,
-  UserStates,
-} from "./user_state.ts";
+import type { EventOrigin, LiveSession, SendOutcome, UserState, UserStates } from "./user_state.ts";
 
 /**
  * Largest message, as JSON. Deno KV keeps at most 64 KiB per value; a message is stored whole
@@ -42,6 +36,68 @@ const SENDS_IN_MEMORY = 256;
 
 const utf8 = new TextEncoder();
 
+/** What a send needs of an appended event: its seq, and how many connections it reached. */
+interface Receipt {
+  seq: number;
+  deliveredTo: number;
+}
+
+/** In a cluster: appends `[uid, body]` pairs on the node holding those users; their receipts. */
+export type RemoteAppend = (
+  node: string,
+  appId: string,
+  items: Array<[string, string]>,
+) => Promise<Array<[number, number]>>;
+
+/** Where a receiver's stream is written: its state object here, or the node that holds it. */
+type Holder = UserState | OwnedElsewhere;
+
+/**
+ * The appends of one send: local ones at once (in the order given), remote ones batched per
+ * node; `commit` resolves once all are durable, here and there.
+ */
+class AppendBatch {
+  readonly #remote = new Map<string, { items: Array<[string, string]>; receipts: Receipt[] }>();
+  readonly #local: UserState[] = [];
+
+  add(holder: Holder, body: string, origin?: EventOrigin): Receipt {
+    if (!(holder instanceof OwnedElsewhere)) {
+      this.#local.push(holder);
+      return holder.append(body, origin);
+    }
+    let batch = this.#remote.get(holder.node);
+    if (batch === undefined) this.#remote.set(holder.node, batch = { items: [], receipts: [] });
+    const receipt = { seq: 0, deliveredTo: 0 };
+    batch.items.push([holder.uid, body]);
+    batch.receipts.push(receipt);
+    return receipt;
+  }
+
+  async commit(users: UserStates, appId: string, remote: RemoteAppend | undefined): Promise<void> {
+    const calls = [...this.#remote].map(async ([node, batch]) => {
+      if (remote === undefined) throw new OwnedElsewhere(node, appId, batch.items[0][0]);
+      const answers = await remote(node, appId, batch.items);
+      answers.forEach(([seq, deliveredTo], i) => {
+        batch.receipts[i].seq = seq;
+        batch.receipts[i].deliveredTo = deliveredTo;
+      });
+    });
+    const settled = await Promise.allSettled([users.durable(), ...calls]);
+    const failed = settled.find((r) => r.status === "rejected");
+    if (failed !== undefined) {
+      const reason = failed.reason;
+      throw reason instanceof GatewayError ? reason : new GatewayError(
+        "ERR_SERVICE_UNAVAILABLE",
+        "A node of the cluster holding some receivers did not store the message; try again.",
+      );
+    }
+    // A write refused because another node took a user stored nothing of it.
+    if (this.#local.some((state) => state.lost)) {
+      throw new GatewayError("ERR_SERVICE_UNAVAILABLE", LOST_USER);
+    }
+  }
+}
+
 export class Messaging {
   readonly #store: GatewayStore;
   readonly #users: UserStates;
@@ -52,10 +108,29 @@ export class Messaging {
    */
   readonly #existing = new Map<string, Set<string>>();
 
+  /** In a cluster: how receivers held by other nodes get their copies (set by the server). */
+  remote: RemoteAppend | undefined;
+
   constructor(store: GatewayStore, users: UserStates, clock: Clock) {
     this.#store = store;
     this.#users = users;
     this.#clock = clock;
+  }
+
+  /**
+   * In a cluster: another node's send appends these copies to users this node holds. One hop
+   * only: a user that moved on meanwhile fails the call (the sender is told to try again).
+   */
+  async appendHere(
+    appId: string,
+    items: Array<[string, string]>,
+  ): Promise<Array<[number, number]>> {
+    return await this.#withStates(appId, items.map(([uid]) => uid), async (holders) => {
+      const batch = new AppendBatch();
+      const receipts = items.map(([, body], i) => batch.add(holders[i], body));
+      await batch.commit(this.#users, appId, undefined);
+      return receipts.map((r): [number, number] => [r.seq, r.deliveredTo]);
+    }, false);
   }
 
   /** The uids of `uids` that do not exist. */
@@ -108,14 +183,15 @@ export class Messaging {
     const common: Omit<Message, "to" | "sentAt"> = { ...content, id, from, receiverType: "user" };
     const head = JSON.stringify(common).slice(0, -1);
     return await this.#withStates(appId, from === null ? to : [...to, from], async (states) => {
+      const batch = new AppendBatch();
       const recipients = to.map((uid, i) => {
         const body = checkedSize(`${head},"to":${JSON.stringify(uid)},"sentAt":${sentAt}}`);
-        const event = states[i].append(body);
+        const event = batch.add(states[i], body);
         // The sender's other sessions see what was sent on their behalf.
-        if (from !== null && from !== uid) states[to.length].append(body);
+        if (from !== null && from !== uid) batch.add(states[to.length], body);
         return { uid, event };
       });
-      await this.#users.runtime.durable();
+      await batch.commit(this.#users, appId, this.remote);
       return { id, sentAt, recipients: recipients.map(receipt) };
     });
   }
@@ -136,8 +212,12 @@ export class Messaging {
     const message: Message = { ...content, id, from, receiverType: "group", to: guid, sentAt };
     const body = encodeMessage(message);
     return await this.#withStates(appId, members, async (states) => {
-      const recipients = states.map((state) => ({ uid: state.uid, event: state.append(body) }));
-      await this.#users.runtime.durable();
+      const batch = new AppendBatch();
+      const recipients = states.map((state, i) => ({
+        uid: members[i],
+        event: batch.add(state, body),
+      }));
+      await batch.commit(this.#users, appId, this.remote);
       return {
         id,
         sentAt,
@@ -201,7 +281,8 @@ export class Messaging {
     const body = encodeMessage(message);
     const others = receivers.filter((uid) => uid !== sender.uid);
     return await this.#withStates(appId, others, async (states) => {
-      for (const state of states) state.append(body);
+      const batch = new AppendBatch();
+      for (const state of states) batch.add(state, body);
       const origin: EventOrigin = { session, frameId };
       const own = sender.append(body, origin);
       sender.recordSend({
@@ -210,7 +291,8 @@ export class Messaging {
         seq: own.seq,
         at: own.at,
       });
-      await this.#users.runtime.durable();
+      await batch.commit(this.#users, appId, this.remote);
+      if (sender.lost) throw new GatewayError("ERR_SERVICE_UNAVAILABLE", LOST_USER);
       return { body, seq: own.seq, duplicate: false };
     });
   }
@@ -241,8 +323,10 @@ export class Messaging {
   async #withStates<T>(
     appId: string,
     uids: readonly string[],
-    work: (states: UserState[]) => Promise<T>,
+    work: (states: Holder[]) => Promise<T>,
+    elsewhere = this.remote !== undefined,
   ): Promise<T> {
+    this.#users.requireWritable();
     const pinned = (state: UserState) => (state.pin(), state);
     const settled = await Promise.allSettled(uids.map((uid) => {
       const held = this.#users.peek(appId, uid);
@@ -250,9 +334,13 @@ export class Messaging {
     }));
     const states = settled.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
     try {
-      const failed = settled.find((r) => r.status === "rejected");
-      if (failed !== undefined) throw failed.reason;
-      return await work(states);
+      // In a cluster a receiver held by another node gets its copy there.
+      const holders = settled.map((r): Holder => {
+        if (r.status === "fulfilled") return r.value;
+        if (elsewhere && r.reason instanceof OwnedElsewhere) return r.reason;
+        throw r.reason;
+      });
+      return await work(holders);
     } finally {
       for (const state of states) state.unpin();
     }
@@ -264,7 +352,7 @@ export function userSendReply(outcome: SendOutcome): UserSendReply {
   return { message: JSON.parse(outcome.body), seq: outcome.seq, duplicate: outcome.duplicate };
 }
 
-function receipt({ uid, event }: { uid: string; event: AppendedEvent }) {
+function receipt({ uid, event }: { uid: string; event: Receipt }) {
   return { uid, seq: event.seq, deliveredTo: event.deliveredTo };
 }
 

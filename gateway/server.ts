@@ -18,7 +18,9 @@ import { Messaging } from "./messaging.ts";
 import { PresenceHub } from "./presence.ts";
 import type { LiveRelays } from "./relays.ts";
 import type { GatewayServices } from "./services.ts";
+import { answerForwarded, forwardHttp } from "./cluster/forward.ts";
 import { KvStore } from "./store/kv.ts";
+import { answerUnavailableWhileAway } from "./store/guard.ts";
 import type { GatewayStore } from "./store/types.ts";
 import { serveDeno } from "./transport/deno.ts";
 import { serveNode } from "./transport/node.ts";
@@ -64,12 +66,51 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
   const config = loadConfig(options.env ?? {}, {}, options.config);
   const log = options.logger ?? createLogger(config.logLevel);
   const clock = options.clock ?? systemClock;
-  const store = options.store ?? await KvStore.open(config.kvPath, {
-    compactAfterBytes: config.kvCompactAfterBytes,
-    compactWhenIdleMs: config.kvCompactIdleMs,
-  });
+  // Redis's modules (ioredis, node:net) are loaded only for STORE=redis: the default and the
+  // edge path stay free of them.
+  const redisStore = options.store === undefined && config.store === "redis"
+    ? await (await import("./store/redis.ts")).RedisStore.open(config.redisUrl, {
+      prefix: config.redisPrefix,
+      connectionName: "gateway-store",
+      onConnectedChange: (connected, error) =>
+        connected ? log.info("store.redis_connected") : log.error("store.redis_lost", { error }),
+    })
+    : null;
+  const store = options.store ??
+    (redisStore !== null
+      ? answerUnavailableWhileAway(redisStore, () => redisStore.connected)
+      : await KvStore.open(config.kvPath, {
+        compactAfterBytes: config.kvCompactAfterBytes,
+        compactWhenIdleMs: config.kvCompactIdleMs,
+      }));
+  // On Redis every node is a member of a cluster (of one, or many sharing REDIS_URL).
+  const cluster = config.store === "redis"
+    ? await (await import("./cluster/cluster.ts")).Cluster.join({
+      redisUrl: config.redisUrl,
+      prefix: config.redisPrefix,
+      nodeId: config.nodeId,
+      ttlMs: config.nodeTtlMs,
+      heartbeatMs: config.nodeHeartbeatMs,
+      requestTimeoutMs: config.clusterRequestTimeoutMs,
+      log,
+    }).catch(async (error) => {
+      await store.close();
+      throw error;
+    })
+    : null;
 
-  const health = { draining: false, storeOk: true };
+  // Not ready while the last write failed, or while Redis is away (known before any write).
+  let lastCommitOk = true;
+  const health = {
+    draining: false,
+    get storeOk() {
+      return lastCommitOk && (redisStore?.connected ?? true);
+    },
+    set storeOk(ok: boolean) {
+      lastCommitOk = ok;
+    },
+    clusterOk: cluster === null ? undefined : () => cluster.ready,
+  };
   const open = new Set<Connection>();
   const metrics = new GatewayMetrics({
     connections: () => connectionSamples(open),
@@ -104,20 +145,37 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
         log.error("store.commit_failed", { error });
       },
       alarmFailed: (error) => log.error("deadline.handler_failed", { error }),
-      presenceChanged: (user, online, at) => presence.presenceChanged(user, online, at),
+      presenceChanged: (user, online, at) => {
+        presence.presenceChanged(user, online, at);
+        // The other nodes' subscribers hear of it too (live only, like presence itself).
+        cluster?.bus.broadcast("presence", { appId: user.appId, uid: user.uid, online, at })
+          .catch(() => {});
+      },
+      claimLost: (user) => {
+        log.warn("cluster.claim_lost", { appId: user.appId, uid: user.uid });
+        users.drop(user);
+      },
     },
   });
-  const users = new UserStates(runtime, { evictAfterMs: config.userEvictAfterMs });
-  for (const app of config.apps) {
-    for (const seed of app.seedUsers ?? []) {
-      await store.createUser(app.appId, {
-        uid: seed.uid,
-        name: seed.name ?? seed.uid,
-        createdAt: clock.now(),
-      });
+  const users = new UserStates(runtime, {
+    evictAfterMs: config.userEvictAfterMs,
+    cluster: cluster ?? undefined,
+  });
+  const seedUsers = async () => {
+    for (const app of config.apps) {
+      for (const seed of app.seedUsers ?? []) {
+        await store.createUser(app.appId, {
+          uid: seed.uid,
+          name: seed.name ?? seed.uid,
+          createdAt: clock.now(),
+        });
+      }
     }
-  }
-  const revived = await users.revive();
+  };
+  await seedUsers();
+  // A cluster's nodes do not revive at start: a dead node's users are taken over by the
+  // reaping (cluster.ts), whoever does it; a restarted node is a new node.
+  const revived = cluster === null ? await users.revive() : 0;
 
   const messaging = new Messaging(store, users, clock);
   const typing = new TypingRelay({
@@ -160,7 +218,8 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
         metrics.refusals.http_rate++;
         return Promise.reject(new GatewayError("ERR_TOO_MANY_REQUESTS"));
       }
-      return login(services, appId, body);
+      // A socket logs in here: in a cluster, its user comes to this node.
+      return login(services, appId, body, "here");
     },
     // Set once the transport is up (a connection cannot close for abuse before that).
     penalize: () => {},
@@ -180,7 +239,44 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     health,
     profileChanged: (appId, uid) => presence.profileChanged(appId, uid, users.peek(appId, uid)),
   };
+  if (cluster !== null) {
+    users.writable = () => cluster.ready && (redisStore?.connected ?? true);
+    users.confirmWithinMs = config.clusterRequestTimeoutMs;
+    services.forward = (node, request) => forwardHttp(cluster.bus, node, request);
+  }
   const app = createApp(services);
+  if (cluster !== null) {
+    cluster.bus.handle("http", (body) => answerForwarded(app, body));
+    messaging.remote = async (node, appId, items) =>
+      await cluster.bus.request(node, "append", { appId, items }) as Array<[number, number]>;
+    cluster.bus.handle("append", (body) => {
+      const { appId, items } = body as { appId: string; items: Array<[string, string]> };
+      return messaging.appendHere(appId, items);
+    });
+    cluster.bus.handle("handoff", (body) => {
+      const { appId, uid } = body as { appId: string; uid: string };
+      return users.handOff(appId, uid);
+    });
+    cluster.bus.onBroadcast("presence", (body) => {
+      const { appId, uid, online, at } = body as {
+        appId: string;
+        uid: string;
+        online: boolean;
+        at: number;
+      };
+      presence.presenceChanged({ appId, uid }, online, at);
+    });
+    cluster.start({
+      adopt: async ({ appId, uid }) => void await users.get(appId, uid),
+      redisReset: () => {
+        // Users, tokens, sessions and streams are gone: every client logs in again, and each
+        // stream starts over under a new epoch (a resume gets recovered: false,
+        // epoch_changed). The configured seed users come back.
+        users.dropAll();
+        seedUsers().catch((error) => log.error("cluster.reseed_failed", { error }));
+      },
+    });
+  }
 
   const limits: TransportLimits = {
     maxConnections: config.maxConnections,
@@ -210,6 +306,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     typing.close();
     await users.shutdown();
     connections.idle.close();
+    await cluster?.stop();
     await store.close();
     throw listenErrorOf(error, config.hostname, config.port);
   });
@@ -237,6 +334,9 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
       lag.stop();
       // Sockets get the close timeout to answer their 1012, then the transport lets go.
       await transport.close();
+      // Leaving the cluster makes this node dead at once: another node takes its users over
+      // and runs their background deadlines.
+      await cluster?.stop();
       await store.close();
     })();
 

@@ -26,12 +26,24 @@ export interface GatewayServices {
   log: Logger;
   /** A user's roles or friends changed (presence subscriptions follow). */
   profileChanged?: (appId: string, uid: string) => void;
-  /** What `/readyz` reports; `draining` also refuses new requests (503) during a stop. */
-  health: { draining: boolean; storeOk: boolean };
+  /**
+   * What `/readyz` reports; `draining` also refuses new requests (503) during a stop;
+   * `clusterOk`: this node's heartbeat reaches Redis (always true on one node without Redis).
+   */
+  health: { draining: boolean; storeOk: boolean; clusterOk?: () => boolean };
+  /** In a cluster: sends a request to the node holding its user, and returns the answer. */
+  forward?: (node: string, request: Request) => Promise<Response>;
 }
 
 /**
  * Hono environment, filled by the transport for each request: the client address (read before
  * any upgrade) and the WebSocket upgrade of this request.
  */
-export type GatewayEnv = { Bindings: { remoteAddr?: string; upgrade?: Upgrade } };
+export type GatewayEnv = {
+  Bindings: {
+    remoteAddr?: string;
+    upgrade?: Upgrade;
+    /** Set on a request another node of the cluster forwarded (it was rate limited there). */
+    forwarded?: boolean;
+  };
+};

@@ -51,13 +51,17 @@ import {
   type SessionLiveness,
   step,
 } from "./liveness.ts";
-import type {
-  GatewayStore,
-  SendRecord,
-  SessionRecord,
-  StoredEvent,
-  UserStateChange,
-  UserStateRecord,
+import { type ClusterPort, OwnedElsewhere } from "./cluster/port.ts";
+import { GatewayError } from "./errors.ts";
+import {
+  FencedWriteError,
+  type GatewayStore,
+  type SendRecord,
+  type SessionRecord,
+  type StoredEvent,
+  type UserClaim,
+  type UserStateChange,
+  type UserStateRecord,
 } from "./store/types.ts";
 
 /** The server frames written already encoded: stream events and the live relays. */
@@ -224,6 +228,8 @@ export interface UserStateObserver {
   alarmFailed?(error: unknown): void;
   /** A user came online (first connected session) or went offline (last one), at `at`. */
   presenceChanged?(user: UserState, online: boolean, at: number): void;
+  /** In a cluster: a write of this user was refused, another node holds it now. */
+  claimLost?(user: UserState): void;
 }
 
 /** A failed state write is tried again after this long (a failing store is not hammered). */
@@ -331,6 +337,10 @@ export class UserState {
   #pins = 0;
   /** When the object was last asked for; eviction measures from here. */
   lastUsedAt: number;
+  /** In a cluster: this node's claim on the user, sent with every write (fencing). */
+  claim: UserClaim | null = null;
+  /** In a cluster: the claim was lost (a write was fenced); the object is being dropped. */
+  lost = false;
 
   constructor(runtime: UserStateRuntime, appId: string, uid: string, loaded?: UserStateRecord) {
     this.#runtime = runtime;
@@ -610,7 +620,8 @@ export class UserState {
 
   /** The wheel says a session's deadline is due. */
   alarm(session: LiveSession): void {
-    if (this.#sessions.get(session.sessionId) !== session) return;
+    // A user given up (claim lost) has its deadlines run by the node that holds it now.
+    if (this.lost || this.#sessions.get(session.sessionId) !== session) return;
     const deadline = session.liveness.deadline;
     const now = this.#runtime.clock.now();
     this.#run(session, { type: "deadline" }, now);
@@ -625,11 +636,11 @@ export class UserState {
    * hold the sessions that were connected in foreground when the process died for the restart
    * grace (their users stay online unless the grace ends without their client).
    */
-  restoreAfterRestart(): void {
+  restoreAfterRestart(graceMs = this.#runtime.restartGraceMs): void {
     const now = this.#runtime.clock.now();
     for (const session of this.#sessions.values()) {
       const before = session.liveness;
-      const result = restore(before, now, session.durableBound, this.#runtime.restartGraceMs);
+      const result = restore(before, now, session.durableBound, graceMs);
       this.#setLiveness(session, result.state);
       session.bound = session.durableBound = result.state.deadline;
       for (const decision of result.decisions) {
@@ -724,6 +735,7 @@ export class UserState {
         : [...this.#deletedSessions],
       retentionMs: options.retentionMs,
     };
+    if (this.claim !== null) change.owner = this.claim;
     if (appended.length > 0) {
       change.appendEvents = appended.map(({ seq, at, body }) => ({ seq, at, body }));
     }
@@ -910,10 +922,13 @@ export class UserState {
       const now = this.#runtime.clock.now();
       this.#lastSeenAt = now;
       this.#markDirty();
-      this.#runtime.observer.presenceChanged?.(this, false, now);
+      // A user given up says nothing: its presence is the new holder's to publish.
+      if (!this.lost) this.#runtime.observer.presenceChanged?.(this, false, now);
     } else if (next.connected && this.#connectedCount === 1) {
       this.#markDirty();
-      this.#runtime.observer.presenceChanged?.(this, true, this.#runtime.clock.now());
+      if (!this.lost) {
+        this.#runtime.observer.presenceChanged?.(this, true, this.#runtime.clock.now());
+      }
     }
   }
 }
@@ -966,6 +981,8 @@ export class StateWriter {
   }
 
   markDirty(user: UserState, urgency: Urgency = "now"): void {
+    // A user whose claim is lost is never written again (the writes would be refused).
+    if (user.lost) return;
     this.#dirty.add(user);
     this.#want(urgency);
   }
@@ -1044,7 +1061,16 @@ export class StateWriter {
       },
       (error) => {
         this.#observer.storeCommitFailed?.(error);
-        users.forEach((user, i) => user.retryChanges(taken[i]));
+        // Fenced users are given up (another node writes them now); the others are retried.
+        const fenced = error instanceof FencedWriteError
+          ? new Set(error.users.map((u) => userKey(u.appId, u.uid)))
+          : null;
+        users.forEach((user, i) => {
+          if (fenced?.has(userKey(user.appId, user.uid))) {
+            user.lost = true;
+            this.#observer.claimLost?.(user);
+          } else user.retryChanges(taken[i]);
+        });
         for (const w of waiters) w.reject(error);
       },
     ).finally(() => {
@@ -1062,13 +1088,50 @@ export class UserStates {
   readonly #users = new Map<string, UserState>();
   readonly #loading = new Map<string, Promise<UserState>>();
   readonly #evictAfterMs: number;
+  readonly #cluster: ClusterPort | undefined;
   #sweepTimer: TimerHandle | null = null;
   #stopped = false;
 
-  constructor(runtime: UserStateRuntime, options: { evictAfterMs?: number } = {}) {
+  constructor(
+    runtime: UserStateRuntime,
+    options: { evictAfterMs?: number; cluster?: ClusterPort } = {},
+  ) {
     this.runtime = runtime;
     this.#evictAfterMs = options.evictAfterMs ?? Infinity;
+    this.#cluster = options.cluster;
     this.#armSweep();
+  }
+
+  /**
+   * Whether writes can reach the store now (false while Redis is away): a write that cannot is
+   * refused before anything is changed, rather than left waiting.
+   */
+  writable: () => boolean = () => true;
+  /** Longest wait for a write to be confirmed before the caller is answered 503. */
+  confirmWithinMs = Infinity;
+
+  /** Resolves once everything marked so far is stored; 503 when it takes too long. */
+  async durable(): Promise<void> {
+    if (!Number.isFinite(this.confirmWithinMs)) return await this.runtime.durable();
+    let timer: TimerHandle | null = null;
+    try {
+      await Promise.race([
+        this.runtime.durable(),
+        new Promise<never>((_, reject) => {
+          timer = this.runtime.clock.setTimer(
+            () => reject(new GatewayError("ERR_SERVICE_UNAVAILABLE", NOT_CONFIRMED)),
+            this.confirmWithinMs,
+          );
+        }),
+      ]);
+    } finally {
+      if (timer !== null) this.runtime.clock.clearTimer(timer);
+    }
+  }
+
+  /** Refuses (503) a write that cannot reach the store now; nothing is changed. */
+  requireWritable(): void {
+    if (!this.writable()) throw new GatewayError("ERR_SERVICE_UNAVAILABLE", STORE_AWAY);
   }
 
   /** State objects in memory. */
@@ -1076,8 +1139,13 @@ export class UserStates {
     return this.#users.size;
   }
 
-  /** The state object of a user, loading it once if needed. */
-  get(appId: string, uid: string): Promise<UserState> {
+  /**
+   * The state object of a user, loading it once if needed. In a cluster the user is claimed
+   * first; when a live node holds it, this throws `OwnedElsewhere` (the work goes there), or,
+   * with `where` = "here" (a socket of the user connects to this node), asks that node to
+   * hand the user over first, which it does when no socket of the user is there.
+   */
+  get(appId: string, uid: string, where: "here" | "anywhere" = "anywhere"): Promise<UserState> {
     const key = userKey(appId, uid);
     const user = this.#users.get(key);
     if (user !== undefined) {
@@ -1086,14 +1154,73 @@ export class UserStates {
     }
     let loading = this.#loading.get(key);
     if (loading === undefined) {
-      loading = this.runtime.store.loadUserState(appId, uid).then((record) => {
-        const created = new UserState(this.runtime, appId, uid, record ?? undefined);
-        this.#users.set(key, created);
-        return created;
-      }).finally(() => this.#loading.delete(key));
+      loading = this.#load(appId, uid, where).finally(() => this.#loading.delete(key));
       this.#loading.set(key, loading);
     }
     return loading;
+  }
+
+  async #load(appId: string, uid: string, where: "here" | "anywhere"): Promise<UserState> {
+    let claim: UserClaim | null = null;
+    const cluster = this.#cluster;
+    if (cluster !== undefined) {
+      for (let attempt = 0;; attempt++) {
+        const result = await cluster.claim(appId, uid);
+        if ("fence" in result) {
+          claim = result;
+          break;
+        }
+        const handedOver = where === "here" && attempt < 3 &&
+          await cluster.requestHandoff(result.owner, appId, uid);
+        if (!handedOver) throw new OwnedElsewhere(result.owner, appId, uid);
+      }
+    }
+    const record = await this.runtime.store.loadUserState(appId, uid);
+    const created = new UserState(this.runtime, appId, uid, record ?? undefined);
+    if (claim !== null) {
+      created.claim = claim;
+      // Claimed: whichever node held the user before is gone or gave it up with no socket,
+      // so a session still recorded as connected lost its connection (a dead node's), and its
+      // deadlines are armed again, never earlier than announced. No grace: its socket is gone.
+      created.restoreAfterRestart(0);
+    }
+    this.#users.set(userKey(appId, uid), created);
+    return created;
+  }
+
+  /**
+   * In a cluster, another node asks for a user (a socket of it connects there): this node
+   * gives it up when nothing holds it here. True when the user is not held here any more.
+   */
+  async handOff(appId: string, uid: string): Promise<boolean> {
+    const key = userKey(appId, uid);
+    if (this.#loading.has(key)) return false;
+    const user = this.#users.get(key);
+    if (user !== undefined) {
+      if (!user.evictable) return false;
+      this.#users.delete(key);
+    }
+    if (user?.claim) await this.#cluster?.release(appId, uid, user.claim);
+    return true;
+  }
+
+  /** A user whose claim was lost leaves memory at once; its sockets are closed (1012). */
+  drop(user: UserState): void {
+    const key = userKey(user.appId, user.uid);
+    if (this.#users.get(key) === user) this.#users.delete(key);
+    user.closeSocketsForShutdown();
+  }
+
+  /** Every user leaves memory (a Redis that restarted empty: what they hold is gone). */
+  dropAll(): void {
+    const users = [...this.#users.values()];
+    this.#users.clear();
+    for (const user of users) {
+      // Lost first: nothing of it is written into the empty store (a stream recreated there
+      // at its old epoch would claim events that are gone).
+      user.lost = true;
+      user.closeSocketsForShutdown();
+    }
   }
 
   /** The state object if it is in memory. */
@@ -1128,6 +1255,10 @@ export class UserStates {
     for (const [key, user] of this.#users) {
       if (now - user.lastUsedAt < this.#evictAfterMs || !user.evictable) continue;
       this.#users.delete(key);
+      // In a cluster the claim goes too, so the next node that needs the user just takes it.
+      if (user.claim !== null) {
+        this.#cluster?.release(user.appId, user.uid, user.claim).catch(() => {});
+      }
       evicted++;
     }
     return evicted;
@@ -1163,6 +1294,10 @@ export class UserStates {
 function userKey(appId: string, uid: string): string {
   return `${appId}\u0000${uid}`;
 }
+
+const STORE_AWAY = "The store is unreachable; nothing was changed: try again.";
+const NOT_CONFIRMED = "The store did not confirm the write in time. It may still be stored " +
+  "when the store answers again: retry a send with the same clientMessageId.";
 
 /** Events deleted per write at most (retention by count), so one write stays small. */
 const MAX_DROPS_PER_WRITE = 500;

@@ -143,6 +143,63 @@ export function storeConformance(engine: string, open: () => Promise<GatewayStor
     assert.equal(read[1_499].seq, 1_500);
   });
 
+  test("every field comes back as written: any event body, sessions, meta, send records", async (store) => {
+    const bodies = [
+      '{"a":1}',
+      "",
+      " ",
+      "two words",
+      "1 2 3",
+      "line\nbreak\r\n",
+      "tab\there",
+      "!bang",
+      "=3",
+      "ünï €😀 中文",
+      '"json"',
+      "x".repeat(30_000),
+    ];
+    const session: SessionRecord = {
+      sessionId: "s 1:ü",
+      mode: "manual",
+      createdAt: 3,
+      lastPingAt: 4,
+      liveness: { ...initialLiveness("manual"), connected: true, deadline: 1_234 },
+      deadlineBound: 5_000,
+    };
+    const record = { clientMessageId: "c\n 1", body: '{"x":"y\\n ü"}', seq: 2, at: 101 };
+    const meta = { lastSeenAt: 5, held: true, seqReservedTo: bodies.length, epoch: "e 1" };
+    await store.saveUserStates([{
+      appId: "app",
+      uid: "u1",
+      meta,
+      putSessions: [session],
+      deleteSessions: ["never-written"],
+      appendEvents: bodies.map((body, i) => ({ seq: i + 1, at: 100 + i, body })),
+      sendRecords: [record],
+      retentionMs: 3_600_000,
+    }]);
+    const events = await store.readEvents("app", "u1", 0, 100);
+    assert.deepEqual(events, bodies.map((body, i) => ({ seq: i + 1, at: 100 + i, body })));
+    assert.deepEqual(await store.loadUserState("app", "u1"), {
+      appId: "app",
+      uid: "u1",
+      meta,
+      sessions: [session],
+    });
+    assert.deepEqual(await store.getSendRecord("app", "u1", "c\n 1"), record);
+  });
+
+  test("a commit written twice (retried after a lost reply) keeps one event per seq", async (store) => {
+    const change = streamChange("u1", 1, 4);
+    await store.saveUserStates([change]);
+    await store.saveUserStates([change, streamChange("u2", 1, 1)]);
+    await store.saveUserStates([streamChange("u1", 3, 3)]);
+    const events = await store.readEvents("app", "u1", 0, 100);
+    assert.deepEqual(events.map((e) => e.seq), [1, 2, 3, 4, 5]);
+    assert.deepEqual(events[2], { seq: 3, at: 1_003, body: '{"n":3}' });
+    assert.equal((await store.loadUserState("app", "u1"))?.meta.seqReservedTo, 5);
+  });
+
   test("send records are kept per user and client id", async (store) => {
     const record = { clientMessageId: "c-1", body: '{"id":"m1"}', seq: 3, at: 9 };
     await store.saveUserStates([streamChange("u1", 1, 3, { sendRecords: [record] })]);

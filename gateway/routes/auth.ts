@@ -41,10 +41,11 @@ export async function sessionOf(
 export async function resolveCredential(
   services: GatewayServices,
   credential: string,
+  where: "here" | "anywhere" = "anywhere",
 ): Promise<{ user: UserState; session: LiveSession } | null> {
   const claims = services.signer.verify(credential, services.clock.now());
   if (claims === null || !services.apps.has(claims.appId)) return null;
-  const user = await services.users.get(claims.appId, claims.uid);
+  const user = await services.users.get(claims.appId, claims.uid, where);
   const session = user.session(claims.sessionId);
   return session === undefined ? null : { user, session };
 }

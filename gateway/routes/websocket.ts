@@ -24,7 +24,10 @@ export function mountWebSocket(app: Hono<GatewayEnv>, services: GatewayServices)
         WS_CREDENTIAL_PROTOCOL_PREFIX.length,
       );
     // No credential: the `connect` frame must log in (one round trip instead of two).
-    const found = credential === undefined ? null : await resolveCredential(services, credential);
+    // In a cluster the user comes to this node, where its socket is.
+    const found = credential === undefined
+      ? null
+      : await resolveCredential(services, credential, "here");
 
     // A browser that offered sub-protocols refuses a reply that names none of them; echo ours
     // (never the credential, which would then sit in more logs).

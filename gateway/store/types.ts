@@ -108,6 +108,27 @@ export interface UserStateChange {
    * may let them expire after this, and readers ignore older ones either way.
    */
   retentionMs?: number;
+  /**
+   * The writer's claim on this user in a cluster ([cluster.md](../../docs/cluster.md)): an
+   * engine shared by several nodes refuses the whole group commit (`FencedWriteError`) when a
+   * claim is no longer the user's current one, so a node that lost a user can never write it.
+   * Absent on a single node.
+   */
+  owner?: UserClaim;
+}
+
+/** A node's claim on a user: which node, and the fencing token it got with the claim. */
+export interface UserClaim {
+  node: string;
+  fence: number;
+}
+
+/** A group commit refused because a writer's claim on some of its users is stale. */
+export class FencedWriteError extends Error {
+  constructor(readonly users: Array<{ appId: string; uid: string }>) {
+    super(`write refused: this node no longer owns ${users.length} user(s)`);
+    this.name = "FencedWriteError";
+  }
 }
 
 export interface GatewayStore {

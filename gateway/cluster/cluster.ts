@@ -1,0 +1,225 @@
+/**
+ * This node's membership of a cluster on Redis ([cluster.md](../../docs/cluster.md)): its
+ * heartbeat, its claims on users, the reaping of dead nodes, and the bus to the other nodes.
+ * The gateway (`server.ts`) wires it to the state objects, the HTTP app and the presence hub.
+ */
+import { Redis } from "ioredis";
+import { GatewayError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { RedisKeys } from "../store/redis_keys.ts";
+import type { UserClaim } from "../store/types.ts";
+import { Bus } from "./bus.ts";
+import { NodeRegistry, type UserRef } from "./nodes.ts";
+import { type ClusterPort, OwnedElsewhere } from "./port.ts";
+
+export interface ClusterOptions {
+  redisUrl: string;
+  prefix: string;
+  /** This node's id; a new random one per process by default (a restarted node is a new node). */
+  nodeId?: string;
+  /** NODE_TTL_MS: a node is dead once this long has passed without a heartbeat. */
+  ttlMs: number;
+  /** NODE_HEARTBEAT_MS. */
+  heartbeatMs: number;
+  /** CLUSTER_REQUEST_TIMEOUT_MS: a request to another node fails after this. */
+  requestTimeoutMs: number;
+  log: Logger;
+}
+
+/** What the gateway does for the cluster. */
+export interface ClusterHandlers {
+  /** A dead node's user is claimed by this node: load it, as a restart would. */
+  adopt(user: UserRef): Promise<void>;
+  /** Redis came back empty: every user in memory is dropped (what they held is gone). */
+  redisReset(): void;
+}
+
+const REDIS_AWAY = "Redis, which this cluster shares its state through, is unreachable; " +
+  "nothing was changed: try again.";
+
+/** Users taken over per reaping round trip. */
+const REAP_BATCH = 100;
+
+export class Cluster implements ClusterPort {
+  readonly nodeId: string;
+  readonly bus: Bus;
+  readonly registry: NodeRegistry;
+  readonly #redis: Redis;
+  readonly #sub: Redis;
+  readonly #options: ClusterOptions;
+  /** The Redis incarnation this node works with (see `NodeRegistry.heartbeat`). */
+  #redisIncarnation: string | null = null;
+  #lastHeartbeatAt = 0;
+  /**
+   * Since when Redis has answered every heartbeat. Nobody is reaped until that is a TTL ago:
+   * after an outage every live node's key has expired, and each must get the time to renew it
+   * before the others take it for dead.
+   */
+  #reachableSince: number | null = null;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #handlers: ClusterHandlers | null = null;
+  #reaping = false;
+  #stopped = false;
+
+  private constructor(redis: Redis, sub: Redis, bus: Bus, nodeId: string, options: ClusterOptions) {
+    this.#redis = redis;
+    this.#sub = sub;
+    this.bus = bus;
+    this.nodeId = nodeId;
+    this.#options = options;
+    this.registry = new NodeRegistry({
+      redis,
+      keys: new RedisKeys(options.prefix),
+      nodeId,
+      ttlMs: options.ttlMs,
+      heartbeatMs: options.heartbeatMs,
+    });
+  }
+
+  /** Connects, joins (first heartbeat) and listens on the bus. */
+  static async join(options: ClusterOptions): Promise<Cluster> {
+    const nodeId = options.nodeId ?? `node-${crypto.randomUUID().slice(0, 8)}`;
+    const connect = async () => {
+      const redis = new Redis(options.redisUrl, {
+        lazyConnect: true,
+        // Fail fast while Redis is away: callers refuse or retry, nothing waits in a queue.
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 1,
+        retryStrategy: (attempt) => Math.min(100 * 2 ** attempt, 2_000),
+      });
+      redis.on("error", () => {/* reported through failed commands and readiness */});
+      await redis.connect();
+      return redis;
+    };
+    const redis = await connect();
+    const sub = await connect();
+    const bus = await Bus.start(redis, sub, {
+      prefix: options.prefix,
+      nodeId,
+      timeoutMs: options.requestTimeoutMs,
+    });
+    const cluster = new Cluster(redis, sub, bus, nodeId, options);
+    await cluster.#heartbeat();
+    return cluster;
+  }
+
+  /** Starts the heartbeat and the reaping, with the gateway's handlers. */
+  start(handlers: ClusterHandlers): void {
+    this.#handlers = handlers;
+    this.#arm();
+  }
+
+  /**
+   * Whether this node can work as a member: its connection to Redis is up, and its last
+   * heartbeat is within the TTL (it can prove it is alive).
+   */
+  get ready(): boolean {
+    return this.#redis.status === "ready" &&
+      performance.now() - this.#lastHeartbeatAt < this.#options.ttlMs;
+  }
+
+  async claim(appId: string, uid: string): Promise<UserClaim | { owner: string }> {
+    try {
+      return await this.registry.claim({ appId, uid });
+    } catch {
+      // Redis is away: the caller is answered 503 at once, and nothing was changed.
+      throw new GatewayError("ERR_SERVICE_UNAVAILABLE", REDIS_AWAY);
+    }
+  }
+
+  async requestHandoff(node: string, appId: string, uid: string): Promise<boolean> {
+    try {
+      return await this.bus.request(node, "handoff", { appId, uid }) === true;
+    } catch {
+      // No answer: the node may be dead; its claim goes once its TTL runs out.
+      return false;
+    }
+  }
+
+  async release(appId: string, uid: string, claim: UserClaim): Promise<void> {
+    await this.registry.release({ appId, uid }, claim);
+  }
+
+  /** Leaves the cluster (graceful stop) and closes the connections. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.bus.close();
+    await this.registry.leave().catch(() => {});
+    await Promise.allSettled([this.#redis.quit(), this.#sub.quit()]);
+  }
+
+  /** Stops without a word to the others (tests: as a node cut off, or killed). */
+  abandon(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.bus.close();
+    this.#redis.disconnect();
+    this.#sub.disconnect();
+  }
+
+  #arm(): void {
+    if (this.#stopped) return;
+    this.#timer = setTimeout(async () => {
+      await this.#heartbeat().catch((error) => {
+        this.#reachableSince = null;
+        this.#options.log.warn("cluster.heartbeat_failed", { error: String(error) });
+      });
+      const settled = this.#reachableSince !== null &&
+        performance.now() - this.#reachableSince >= this.#options.ttlMs;
+      if (settled && !this.#reaping) void this.#reap();
+      this.#arm();
+    }, this.#options.heartbeatMs);
+  }
+
+  async #heartbeat(): Promise<void> {
+    // A fresh id each time: only an empty Redis takes it (SET NX), so after a reset the
+    // marker differs from the one every node remembers, whoever writes it first.
+    const incarnation = await this.registry.heartbeat(
+      { node: this.nodeId, at: Date.now() },
+      crypto.randomUUID(),
+    );
+    this.#lastHeartbeatAt = performance.now();
+    this.#reachableSince ??= this.#lastHeartbeatAt;
+    if (this.#redisIncarnation !== null && incarnation !== this.#redisIncarnation) {
+      this.#options.log.warn("cluster.redis_reset", { node: this.nodeId });
+      this.#handlers?.redisReset();
+    }
+    this.#redisIncarnation = incarnation;
+  }
+
+  /** Takes over the users of dead nodes (one reaper per dead node, by a lock). */
+  async #reap(): Promise<void> {
+    if (this.#handlers === null) return;
+    this.#reaping = true;
+    try {
+      for (const dead of await this.registry.deadNodes()) {
+        if (this.#stopped) return;
+        // The lock outlives a round of adoption; a reaper that dies leaves it to the next.
+        if (!await this.registry.lockReap(dead, 4 * this.#options.ttlMs)) continue;
+        let adopted = 0;
+        for (;;) {
+          const users = await this.registry.claimsOf(dead, REAP_BATCH);
+          if (users.length === 0) break;
+          await Promise.all(users.map(async (user) => {
+            try {
+              await this.#handlers!.adopt(user);
+            } catch (error) {
+              // Held by a live node now (its client came back there): nothing to take over.
+              // Any other failure leaves the claim for the next round.
+              if (!(error instanceof OwnedElsewhere)) throw error;
+            }
+            await this.registry.forgetClaim(dead, user);
+          }));
+          adopted += users.length;
+        }
+        await this.registry.forgetNode(dead);
+        this.#options.log.info("cluster.node_reaped", { dead, adopted, by: this.nodeId });
+      }
+    } catch (error) {
+      this.#options.log.warn("cluster.reap_failed", { error: String(error) });
+    } finally {
+      this.#reaping = false;
+    }
+  }
+}
