@@ -46,8 +46,8 @@ class TwoNodes implements AsyncDisposable {
     readonly b: GatewayProcess,
   ) {}
 
-  static async start(): Promise<TwoNodes> {
-    const redis = await startRedis();
+  static async start(options: { appendOnly?: boolean } = {}): Promise<TwoNodes> {
+    const redis = await startRedis(options);
     const [a, b] = await Promise.all([
       GatewayProcess.start({ env: ENV(redis) }),
       GatewayProcess.start({ env: ENV(redis) }),
@@ -343,20 +343,12 @@ async function ready(url: string): Promise<boolean> {
   return res.status === 200;
 }
 
-/** A TwoNodes-like pair on a Redis with the append-only file (fsync per write). */
-async function twoNodesOn(redis: RedisServer): Promise<[GatewayProcess, GatewayProcess]> {
-  return await Promise.all([
-    GatewayProcess.start({ env: ENV(redis) }),
-    GatewayProcess.start({ env: ENV(redis) }),
-  ]) as [GatewayProcess, GatewayProcess];
-}
-
 redisTest(
   "cluster: Redis goes away and comes back: sockets stay, writes are refused (never acknowledged), then all recovers with nothing lost",
   async () => {
-    const redis = await startRedis({ appendOnly: true });
-    const [a, b] = await twoNodesOn(redis);
-    try {
+    await using nodes = await TwoNodes.start({ appendOnly: true });
+    const { a, b, redis } = nodes;
+    {
       const user = await devLogin(a.url, "superhero1", "auto");
       const { socket, connected } = await TestSocket.connect(a, user.credential);
       await serverSend(b.url, ["superhero1"], "before");
@@ -406,12 +398,6 @@ redisTest(
       assert.equal(connected.stream.seq, 0);
       socket.close();
       await socket.closed;
-    } finally {
-      for (const node of [a, b]) {
-        await node.crash();
-        await node.cleanup();
-      }
-      await redis.stop();
     }
   },
 );
@@ -419,9 +405,9 @@ redisTest(
 redisTest(
   "cluster: a Redis that restarted empty is detected: sockets close (1012), a new login resumes with recovered: false (epoch_changed)",
   async () => {
-    const redis = await startRedis();
-    const [a, b] = await twoNodesOn(redis);
-    try {
+    await using nodes = await TwoNodes.start();
+    const { a, b, redis } = nodes;
+    {
       const user = await devLogin(a.url, "superhero1", "auto");
       const { socket, connected } = await TestSocket.connect(a, user.credential);
       await serverSend(a.url, ["superhero1"], "lost with Redis");
@@ -449,12 +435,6 @@ redisTest(
       assert.equal(back.connected.stream.reason, "epoch_changed");
       assert.notEqual(back.connected.stream.epoch, connected.stream.epoch);
       assert.ok(await a.alive() && await b.alive(), "nothing crashed");
-    } finally {
-      for (const node of [a, b]) {
-        await node.crash();
-        await node.cleanup();
-      }
-      await redis.stop();
     }
   },
 );
