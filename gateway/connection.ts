@@ -41,6 +41,7 @@ import type { Messaging } from "./messaging.ts";
 import type { LiveRelays, RelayTarget } from "./relays.ts";
 import type { GatewayStore } from "./store/types.ts";
 import type { ReplayPlan } from "./user_state.ts";
+import { OwnedElsewhere } from "./cluster/port.ts";
 
 /** What every connection of a process shares. */
 export interface ConnectionContext {
@@ -63,6 +64,12 @@ export interface ConnectionContext {
   relays: LiveRelays;
   /** Read by a resume that reaches further back than the stream cache. */
   store: GatewayStore;
+  /**
+   * In a cluster: the user that the `connect` frame (`first`) logs in is held by `node`, which
+   * has a socket of it already. Hands this socket to a relay whose connection runs there
+   * (gateway/cluster/relay.ts); false when that node did not take it.
+   */
+  relayTo?(node: string, wire: WireSocket, first: string, remoteAddr: string): Promise<boolean>;
 }
 
 /** Store reads a resume may make before it gives up (the stream keeps moving meanwhile). */
@@ -276,13 +283,7 @@ export class Connection implements SocketPort, RelayTarget {
     if (!this.#wire.writable) return this.#wire.close(code, reason);
     this.#ctx.metrics.framesOut.closing++;
     // Past the output limit too: it is small, and the client must learn why.
-    const closing: ServerFrame = {
-      type: "closing",
-      reason,
-      code,
-      errorDescription: closeDescriptions[reason],
-    };
-    this.#wire.close(code, reason, JSON.stringify(closing));
+    this.#wire.close(code, reason, closingFrame(reason));
   }
 
   /** Idle and handshake sweep callback. */
@@ -544,6 +545,10 @@ export class Connection implements SocketPort, RelayTarget {
       const { appId, ...login } = body;
       result = await this.#ctx.login(appId, login, this.#remoteAddr);
     } catch (error) {
+      if (
+        error instanceof OwnedElsewhere && this.#ctx.relayTo !== undefined && !this.#closed &&
+        await this.#relayTo(error.node, frame)
+      ) return;
       this.#loggingIn = false;
       const { payload } = answerOf(error, this.#ctx.log);
       if (this.#closed) return;
@@ -560,6 +565,27 @@ export class Connection implements SocketPort, RelayTarget {
     this.#sessionId = result.session.sessionId;
     this.#pin(result.user);
     this.#connect(frame, result.reply);
+  }
+
+  /**
+   * Hands the socket to a relay to `node` (see `relayTo`): the `connect` frame is handled
+   * there, and this object lets the socket go without a word to the client.
+   */
+  async #relayTo(node: string, frame: ClientFrameOf<"connect">): Promise<boolean> {
+    let relayed = false;
+    try {
+      relayed = await this.#ctx.relayTo!(node, this.#wire, JSON.stringify(frame), this.#remoteAddr);
+    } catch {
+      // Not taken: answered as the login's own refusal.
+    }
+    if (!relayed || this.#closed) return relayed;
+    this.#closed = true;
+    this.#ctx.idle.cancel(this);
+    this.#ctx.open.delete(this);
+    this.#unpin();
+    this.#held = [];
+    this.#gate = null;
+    return true;
   }
 
   /**
@@ -738,6 +764,17 @@ export class Connection implements SocketPort, RelayTarget {
   ): void {
     this.send({ type: "error", id, ...errorPayload(code, description, details) });
   }
+}
+
+/** The last frame of a connection closed for `reason`: the `closing` frame. */
+export function closingFrame(reason: CloseReason): string {
+  const closing: ServerFrame = {
+    type: "closing",
+    reason,
+    code: closeCodeTable[reason],
+    errorDescription: closeDescriptions[reason],
+  };
+  return JSON.stringify(closing);
 }
 
 /**

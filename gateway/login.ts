@@ -93,3 +93,16 @@ export async function login(
     },
   };
 }
+
+/** Verifies a session credential and finds its live session; null when either fails. */
+export async function resolveCredential(
+  services: Pick<LoginServices, "apps" | "users" | "signer" | "clock">,
+  credential: string,
+  where: "here" | "anywhere" = "anywhere",
+): Promise<{ user: UserState; session: LiveSession } | null> {
+  const claims = services.signer.verify(credential, services.clock.now());
+  if (claims === null || !services.apps.has(claims.appId)) return null;
+  const user = await services.users.get(claims.appId, claims.uid, where);
+  const session = user.session(claims.sessionId);
+  return session === undefined ? null : { user, session };
+}

@@ -5,10 +5,10 @@
  */
 import { type Clock, systemClock } from "./clock.ts";
 import { ConfigError, type GatewayConfig, loadConfig, timingOf } from "./config.ts";
-import type { Connection, ConnectionContext } from "./connection.ts";
+import { closingFrame, Connection, type ConnectionContext, type SocketAuth } from "./connection.ts";
 import { CredentialSigner } from "./credential.ts";
 import { GatewayError } from "./errors.ts";
-import { login } from "./login.ts";
+import { login, resolveCredential } from "./login.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { type ConnectionSample, EventLoopLagSampler, GatewayMetrics } from "./metrics.ts";
 import { DeadlineWheel } from "./deadline_wheel.ts";
@@ -19,12 +19,15 @@ import { PresenceHub } from "./presence.ts";
 import type { LiveRelays } from "./relays.ts";
 import type { GatewayServices } from "./services.ts";
 import { answerForwarded, forwardHttp } from "./cluster/forward.ts";
+import { OwnedElsewhere } from "./cluster/port.ts";
+import { SocketRelays } from "./cluster/relay.ts";
+import { closeCodeTable } from "../contract/mod.ts";
 import { KvStore } from "./store/kv.ts";
 import { answerUnavailableWhileAway } from "./store/guard.ts";
 import type { GatewayStore } from "./store/types.ts";
 import { serveDeno } from "./transport/deno.ts";
 import { serveNode } from "./transport/node.ts";
-import { TypingRelay } from "./typing.ts";
+import { type TypingFrameType, TypingRelay } from "./typing.ts";
 import type { RunningTransport, TransportLimits } from "./transport/types.ts";
 import { UserStateRuntime, UserStates } from "./user_state.ts";
 
@@ -184,6 +187,12 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     messaging,
     timeoutMs: config.typingTimeoutMs,
     log,
+    // Receivers held by other nodes: every node writes the frame to those it holds (typing is
+    // live only, like presence: a node that misses it misses nothing stored).
+    elsewhere: cluster === null
+      ? undefined
+      : (appId, uids, text, type) =>
+        void cluster.bus.broadcast("typing", { appId, uids, text, type }).catch(() => {}),
   });
   const relays: LiveRelays = {
     connected: (target, user, _sessionId, subscription) =>
@@ -239,6 +248,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     health,
     profileChanged: (appId, uid) => presence.profileChanged(appId, uid, users.peek(appId, uid)),
   };
+  let relaysOfSockets: SocketRelays | null = null;
   if (cluster !== null) {
     users.writable = () => cluster.ready && (redisStore?.connected ?? true);
     users.confirmWithinMs = config.clusterRequestTimeoutMs;
@@ -257,7 +267,62 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
       const { appId, uid } = body as { appId: string; uid: string };
       return users.handOff(appId, uid);
     });
-    cluster.bus.onBroadcast("presence", (body) => {
+    const socketRelays = new SocketRelays(cluster.bus, {
+      nodeId: cluster.nodeId,
+      log,
+      maxBufferedBytes: config.maxBufferedBytes,
+      closing: (reason) => ({ code: closeCodeTable[reason], text: closingFrame(reason) }),
+      // A socket at another node whose user is held here: its connection runs here.
+      accept: async (request, wire) => {
+        let auth: SocketAuth = { kind: "login" };
+        if (request.credential !== undefined) {
+          try {
+            const found = await resolveCredential(services, request.credential, "here");
+            auth = found === null
+              ? { kind: "refused" }
+              : { kind: "credential", user: found.user, sessionId: found.session.sessionId };
+          } catch (error) {
+            if (error instanceof OwnedElsewhere) return "moved";
+            throw error;
+          }
+        }
+        new Connection(wire, connections, auth, request.remoteAddr);
+        wire.open();
+        if (request.first !== undefined) wire.deliver(["t", request.rid, request.first]);
+        return "ok";
+      },
+    });
+    relaysOfSockets = socketRelays;
+    services.relaySocket = async (node, request) => {
+      const opened = await socketRelays.open(node, request).catch(() => null);
+      if (opened === null || opened.answer !== "ok") {
+        throw new GatewayError("ERR_SERVICE_UNAVAILABLE", RELAY_REFUSED);
+      }
+      return opened;
+    };
+    connections.relayTo = async (node, wire, first, remoteAddr) => {
+      const opened = await socketRelays.open(node, { remoteAddr, first });
+      if (opened.answer !== "ok") return false;
+      // The socket went while the holder was asked: so does its connection there.
+      if (!wire.writable) {
+        opened.abort();
+        return false;
+      }
+      opened.attach(wire, true);
+      return true;
+    };
+    // Frames published while this node's subscription was down are lost: relays start over.
+    cluster.bus.onSubscriptionLost(() => socketRelays.allGone());
+    cluster.bus.on("typing", (body) => {
+      const { appId, uids, text, type } = body as {
+        appId: string;
+        uids: string[];
+        text: string;
+        type: TypingFrameType;
+      };
+      for (const uid of uids) typing.deliverHere(appId, uid, text, type);
+    });
+    cluster.bus.on("presence", (body) => {
       const { appId, uid, online, at } = body as {
         appId: string;
         uid: string;
@@ -268,6 +333,8 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     });
     cluster.start({
       adopt: async ({ appId, uid }) => void await users.get(appId, uid),
+      peers: () => socketRelays.peers(),
+      nodeGone: (node) => socketRelays.nodeGone(node),
       redisReset: () => {
         // Users, tokens, sessions and streams are gone: every client logs in again, and each
         // stream starts over under a new epoch (a resume gets recovered: false,
@@ -331,6 +398,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
       await users.shutdown();
       connections.idle.close();
       for (const conn of [...open]) conn.close("server_shutdown");
+      relaysOfSockets?.close();
       lag.stop();
       // Sockets get the close timeout to answer their 1012, then the transport lets go.
       await transport.close();
@@ -350,6 +418,9 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     stop,
   };
 }
+
+const RELAY_REFUSED = "The user's socket could not be relayed to the node of the cluster that " +
+  "holds the user: try again.";
 
 /**
  * A listen that failed because of the configuration, as a ConfigError naming the variable (the

@@ -8,7 +8,7 @@ import type { Messaging } from "./messaging.ts";
 import type { GatewayMetrics } from "./metrics.ts";
 import type { KeyedRateLimiter } from "./rate_limit.ts";
 import type { GatewayStore } from "./store/types.ts";
-import type { Upgrade } from "./transport/types.ts";
+import type { Upgrade, WireSocket } from "./transport/types.ts";
 import type { UserStates } from "./user_state.ts";
 
 export interface GatewayServices {
@@ -33,6 +33,16 @@ export interface GatewayServices {
   health: { draining: boolean; storeOk: boolean; clusterOk?: () => boolean };
   /** In a cluster: sends a request to the node holding its user, and returns the answer. */
   forward?: (node: string, request: Request) => Promise<Response>;
+  /**
+   * In a cluster: a socket whose user is held by `node` (which has a socket of it) is relayed
+   * there (gateway/cluster/relay.ts). Resolves once that node runs its connection: `attach`
+   * the upgraded socket, or `abort` when the upgrade fails. Throws ERR_SERVICE_UNAVAILABLE when
+   * the node did not take it.
+   */
+  relaySocket?: (
+    node: string,
+    open: { credential: string; remoteAddr: string },
+  ) => Promise<{ attach(wire: WireSocket, opened: boolean): void; abort(): void }>;
 }
 
 /**

@@ -46,6 +46,11 @@ export interface TypingRelayOptions {
   /** TYPING_TIMEOUT_MS: an indicator ends this long after its last `start_typing`. */
   timeoutMs: number;
   log: Logger;
+  /**
+   * In a cluster: receivers not in this node's memory may be held by another node; their frame
+   * goes there (`deliverHere` on each node writes it to the sessions it holds).
+   */
+  elsewhere?: (appId: string, uids: string[], text: string, type: TypingFrameType) => void;
 }
 
 /** One active indicator: a connection typing to one user or group. */
@@ -68,7 +73,7 @@ interface ConnectionTyping {
   queue: Promise<unknown>;
 }
 
-type TypingFrameType = "typing_started" | "typing_ended";
+export type TypingFrameType = "typing_started" | "typing_ended";
 
 export class TypingRelay {
   readonly #clock: Clock;
@@ -78,6 +83,7 @@ export class TypingRelay {
   readonly #log: Logger;
   readonly #connections = new Map<RelayTarget, ConnectionTyping>();
   readonly #timeouts: DeadlineWheel<Indicator>;
+  readonly #elsewhere: TypingRelayOptions["elsewhere"];
   #closed = false;
 
   constructor(options: TypingRelayOptions) {
@@ -86,6 +92,7 @@ export class TypingRelay {
     this.#messaging = options.messaging;
     this.#timeoutMs = options.timeoutMs;
     this.#log = options.log;
+    this.#elsewhere = options.elsewhere;
     this.#timeouts = new DeadlineWheel<Indicator>(
       options.clock,
       Math.min(TYPING_TICK_MS, options.timeoutMs),
@@ -258,12 +265,21 @@ export class TypingRelay {
       at,
     };
     const text = JSON.stringify(frame);
+    let away: string[] | undefined;
     for (const uid of receivers) {
       if (uid === sender.uid) continue;
-      // A user with a connected session is in memory; one that is not has nobody to tell.
-      const user = this.#users.peek(sender.appId, uid);
-      if (user === undefined) continue;
-      for (const session of user.sessions()) session.socket?.sendEvent(text, type);
+      // A user with a connected session is in memory (at the node that holds it, in a
+      // cluster); one that is nowhere has nobody to tell.
+      if (!this.deliverHere(sender.appId, uid, text, type)) (away ??= []).push(uid);
     }
+    if (away !== undefined) this.#elsewhere?.(sender.appId, away, text, type);
+  }
+
+  /** Writes a typing frame to the connected sessions of `uid` here; false when not in memory. */
+  deliverHere(appId: string, uid: string, text: string, type: TypingFrameType): boolean {
+    const user = this.#users.peek(appId, uid);
+    if (user === undefined) return false;
+    for (const session of user.sessions()) session.socket?.sendEvent(text, type);
+    return true;
   }
 }

@@ -235,6 +235,172 @@ redisTest("cluster: presence is cluster-wide", async () => {
 });
 
 redisTest(
+  "cluster: a user's sessions sit on both nodes at once: the socket at the other node is relayed to the holder",
+  async () => {
+    await using nodes = await TwoNodes.start();
+    const watcher = await devLogin(nodes.a.url, "superhero2", "auto");
+    const { socket: watch } = await TestSocket.connect(nodes.a, watcher.credential, {
+      presence: { subscriptionType: "allUsers" },
+    });
+    await using _w = watch;
+    const phone = await devLogin(nodes.a.url, "superhero1", "manual");
+    const web = await devLogin(nodes.b.url, "superhero1", "manual");
+    // The phone's socket at A brings the user to A; the web's socket at B cannot take it from
+    // there, so its frames are relayed to A.
+    const atA = await TestSocket.connect(nodes.a, phone.credential);
+    await using _a = atA.socket;
+    const atB = await TestSocket.connect(nodes.b, web.credential);
+    await using _b = atB.socket;
+    assert.equal(atB.connected.sessionId, web.sessionId);
+    assert.equal(atB.connected.stream.epoch, atA.connected.stream.epoch);
+    const sessions = await sessionsOf(nodes.b.url, "superhero1");
+    assert.deepEqual(sessions.map((s) => s.status), ["connected", "connected"]);
+
+    // A message to the user, sent at either node, reaches both sockets at the same seq.
+    await serverSend(nodes.b.url, ["superhero1"], "to both devices");
+    assert.deepEqual(await nextMessages(atA.socket, 1), [[1, "to both devices"]]);
+    assert.deepEqual(await nextMessages(atB.socket, 1), [[1, "to both devices"]]);
+
+    // The relayed socket sends: its `sent` comes back through the relay, and the phone gets the
+    // copy of its own message; the receiver's socket at A gets it too.
+    atB.socket.send({
+      type: "send",
+      id: "s1",
+      clientMessageId: "web-1",
+      receiverType: "user",
+      receiver: "superhero2",
+      message: text("from the web"),
+    });
+    const sent = await atB.socket.until("sent");
+    assert.equal(sent.id, "s1");
+    assert.equal(sent.seq, 2);
+    assert.deepEqual(await nextMessages(atA.socket, 1), [[2, "from the web"]]);
+    assert.equal(textOf((await watch.until("message")).message), "from the web");
+
+    // Heartbeats and the lifecycle rules hold on the relayed socket, with their close codes.
+    atB.socket.send({ type: "ping", id: 9 });
+    assert.equal((await atB.socket.until("pong")).id, 9);
+    atB.socket.send({ type: "app_state", state: "background" });
+    const deadline = (await atB.socket.until("state")).backgroundDeadline!;
+    assert.notEqual(deadline, null);
+    const closing = await atB.socket.until("closing", 8_000);
+    assert.equal(closing.reason, "liveness_timeout");
+    const closed = await atB.socket.closed;
+    assert.equal(closed.code, closeCodeTable.liveness_timeout);
+    assert.ok(closed.at >= deadline, "never before the announced deadline");
+    // The phone's session is independent: still connected, the user still online.
+    assert.equal(atA.socket.ws.readyState, WebSocket.OPEN);
+    assert.equal((await presenceOf(nodes.b.url, "superhero1")).online, true);
+
+    // A socket that logs in inside its `connect` frame at B is relayed the same way.
+    const fresh = new TestSocket(nodes.b.wsUrl);
+    await using _f = fresh;
+    await fresh.opened;
+    fresh.send({
+      type: "connect",
+      id: 1,
+      login: { appId: DEV_APP.appId, uid: "superhero1", authKey: DEV_APP.authKey!, mode: "manual" },
+      resume: { epoch: atA.connected.stream.epoch, seq: 1 },
+    });
+    const connected = await fresh.until("connected");
+    assert.equal(connected.uid, "superhero1");
+    assert.deepEqual(connected.stream, {
+      epoch: atA.connected.stream.epoch,
+      seq: 2,
+      recovered: true,
+      replayed: 1,
+    });
+    assert.deepEqual(await nextMessages(fresh, 1), [[2, "from the web"]]);
+    fresh.send({ type: "disconnect", id: 2 });
+    assert.equal((await fresh.closed).code, closeCodeTable.client_disconnect);
+  },
+);
+
+redisTest(
+  "cluster: relays end with either node: a dead holder's relayed sockets close (1012) and resume at the live node; a dead edge's sessions go offline",
+  async () => {
+    await using nodes = await TwoNodes.start();
+    // superhero1 is held at A (socket there), with a relayed socket at B.
+    const one = await devLogin(nodes.a.url, "superhero1", "auto");
+    const oneWeb = await devLogin(nodes.b.url, "superhero1", "auto");
+    const atA = await TestSocket.connect(nodes.a, one.credential);
+    const relayed = await TestSocket.connect(nodes.b, oneWeb.credential);
+    await using _r = relayed.socket;
+    // superhero3 is held at B, with a relayed socket at A.
+    const three = await devLogin(nodes.b.url, "superhero3", "auto");
+    const threeWeb = await devLogin(nodes.a.url, "superhero3", "auto");
+    const atB = await TestSocket.connect(nodes.b, three.credential);
+    await using _b = atB.socket;
+    const relayedAtA = await TestSocket.connect(nodes.a, threeWeb.credential);
+    await serverSend(nodes.b.url, ["superhero1"], "before");
+    assert.deepEqual(await nextMessages(relayed.socket, 1), [[1, "before"]]);
+
+    await nodes.a.crash();
+    // The relayed socket at B closes with 1012 within the bound; its client resumes at B.
+    const closed = await relayed.socket.closed;
+    assert.equal(closed.code, 1012);
+    await serverSend(nodes.b.url, ["superhero1"], "after");
+    const back = await TestSocket.connect(nodes.b, oneWeb.credential, {
+      resume: { epoch: relayed.connected.stream.epoch, seq: 1 },
+    });
+    await using _back = back.socket;
+    assert.equal(back.connected.stream.recovered, true);
+    assert.deepEqual(await nextMessages(back.socket, 1), [[2, "after"]]);
+    // superhero3's session whose socket was at A is offline at B, the other one connected.
+    await within(DEATH_BOUND_MS, "the dead edge's session offline", async () => {
+      const sessions = await sessionsOf(nodes.b.url, "superhero3");
+      const web = sessions.find((s) => s.sessionId === threeWeb.sessionId);
+      return web?.status === "disconnected";
+    });
+    const sessions = await sessionsOf(nodes.b.url, "superhero3");
+    assert.equal(sessions.find((s) => s.sessionId === three.sessionId)?.status, "connected");
+    assert.equal(atA.socket.ws.readyState, WebSocket.CLOSED);
+    assert.equal(relayedAtA.socket.ws.readyState, WebSocket.CLOSED);
+  },
+);
+
+redisTest(
+  "cluster: typing reaches receivers held by the other node, to a user and a group",
+  async () => {
+    await using nodes = await TwoNodes.start();
+    const created = await call(nodes.a.url, "POST", `/v1/apps/${DEV_APP.appId}/groups`, apiKey, {
+      guid: "crew",
+      members: ["superhero1", "superhero2", "superhero3"],
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    const typist = await devLogin(nodes.a.url, "superhero1", "auto");
+    const two = await devLogin(nodes.b.url, "superhero2", "auto");
+    const three = await devLogin(nodes.a.url, "superhero3", "auto");
+    const atA = await TestSocket.connect(nodes.a, typist.credential);
+    await using _a = atA.socket;
+    const twoAtB = await TestSocket.connect(nodes.b, two.credential);
+    await using _b = twoAtB.socket;
+    const threeAtA = await TestSocket.connect(nodes.a, three.credential);
+    await using _c = threeAtA.socket;
+
+    atA.socket.send({ type: "start_typing", receiverType: "user", receiver: "superhero2" });
+    const started = await twoAtB.socket.until("typing_started");
+    assert.deepEqual([started.from, started.receiverType, started.receiver], [
+      "superhero1",
+      "user",
+      "superhero2",
+    ]);
+    atA.socket.send({ type: "end_typing", receiverType: "user", receiver: "superhero2" });
+    assert.equal((await twoAtB.socket.until("typing_ended")).receiver, "superhero2");
+
+    // To the group: the member at B and the member at A both see it.
+    atA.socket.send({ type: "start_typing", receiverType: "group", receiver: "crew" });
+    for (const socket of [twoAtB.socket, threeAtA.socket]) {
+      const frame = await socket.until("typing_started");
+      assert.deepEqual([frame.from, frame.receiver], ["superhero1", "crew"]);
+    }
+    // Its connection closes: the end reaches the other node too.
+    atA.socket.close();
+    assert.equal((await twoAtB.socket.until("typing_ended")).receiver, "crew");
+  },
+);
+
+redisTest(
   "cluster: concurrent sends through both nodes give one stream, one writer: no gap, no duplicate",
   async () => {
     await using nodes = await TwoNodes.start();
@@ -351,10 +517,17 @@ redisTest(
     {
       const user = await devLogin(a.url, "superhero1", "auto");
       const { socket, connected } = await TestSocket.connect(a, user.credential);
+      // A second session of the user, whose socket at B is relayed to A.
+      const web = await devLogin(b.url, "superhero1", "auto");
+      const relayed = await TestSocket.connect(b, web.credential);
       await serverSend(b.url, ["superhero1"], "before");
       assert.deepEqual(await nextMessages(socket, 1), [[1, "before"]]);
+      assert.deepEqual(await nextMessages(relayed.socket, 1), [[1, "before"]]);
 
       await redis.kill();
+      // The relay needs Redis (its frames may be lost meanwhile): that socket closes with 1012,
+      // and its client reconnects once Redis is back.
+      assert.equal((await relayed.socket.closed).code, 1012);
       // Both nodes say they are not ready, and a send is refused at once with a clear error.
       await within(
         TTL_MS + 2_000,

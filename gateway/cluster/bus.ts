@@ -77,8 +77,19 @@ export class Bus {
     this.#handlers.set(kind, handler);
   }
 
-  onBroadcast(kind: string, handler: BroadcastHandler): void {
+  /** Handles one-way messages of one kind: broadcasts, and `tell`s to this node. */
+  on(kind: string, handler: BroadcastHandler): void {
     this.#broadcastHandlers.set(kind, handler);
+  }
+
+  /**
+   * Called when this node's subscription connection drops: messages published to it meanwhile
+   * are lost (pub/sub keeps nothing), so whoever relies on their order must start over.
+   */
+  onSubscriptionLost(handler: () => void): void {
+    this.#sub.on("close", () => {
+      if (!this.#closed) handler();
+    });
   }
 
   /** Sends a request to a node; resolves with its reply, rejects on its error or a timeout. */
@@ -102,6 +113,12 @@ export class Bus {
         reject(error instanceof Error ? error : new Error(String(error)));
       });
     });
+  }
+
+  /** Tells one node (no reply; lost when it is not listening). */
+  async tell(node: string, kind: string, body: unknown): Promise<void> {
+    if (this.#closed) throw new Error("the cluster bus is closed");
+    await this.#publish(node, { k: kind, f: this.#nodeId, b: body });
   }
 
   /** Tells every other node (no reply; lost for a node not listening). */

@@ -32,6 +32,10 @@ export interface ClusterHandlers {
   adopt(user: UserRef): Promise<void>;
   /** Redis came back empty: every user in memory is dropped (what they held is gone). */
   redisReset(): void;
+  /** Nodes this node relays sockets with (gateway/cluster/relay.ts). */
+  peers(): Iterable<string>;
+  /** One of `peers` is dead. */
+  nodeGone(node: string): void;
 }
 
 const REDIS_AWAY = "Redis, which this cluster shares its state through, is unreachable; " +
@@ -167,6 +171,7 @@ export class Cluster implements ClusterPort {
       });
       const settled = this.#reachableSince !== null &&
         performance.now() - this.#reachableSince >= this.#options.ttlMs;
+      if (this.#reachableSince !== null) await this.#watchPeers();
       if (settled && !this.#reaping) void this.#reap();
       this.#arm();
     }, this.#options.heartbeatMs);
@@ -186,6 +191,18 @@ export class Cluster implements ClusterPort {
       this.#handlers?.redisReset();
     }
     this.#redisIncarnation = incarnation;
+  }
+
+  /** Ends the relays with peers whose key is gone (they died, or were cut off for a TTL). */
+  async #watchPeers(): Promise<void> {
+    const peers = [...this.#handlers?.peers() ?? []];
+    if (peers.length === 0) return;
+    try {
+      const live = new Set(await this.registry.liveNodes());
+      for (const peer of peers) if (!live.has(peer)) this.#handlers!.nodeGone(peer);
+    } catch {
+      // Redis is away: the next heartbeat looks again.
+    }
   }
 
   /** Takes over the users of dead nodes (one reaper per dead node, by a lock). */

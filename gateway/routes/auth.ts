@@ -5,7 +5,10 @@ import type { AppConfig } from "../config.ts";
 import { constantTimeEqual } from "../credential.ts";
 import { GatewayError } from "../errors.ts";
 import type { GatewayEnv, GatewayServices } from "../services.ts";
+import { resolveCredential } from "../login.ts";
 import type { LiveSession, UserState } from "../user_state.ts";
+
+export { resolveCredential };
 
 /** The app of a server API call, after checking its `apikey` header. */
 export function serverApp(
@@ -35,17 +38,4 @@ export async function sessionOf(
   const found = match === null ? null : await resolveCredential(services, match[1]);
   if (found === null) throw new GatewayError("AUTH_ERR_AUTH_TOKEN_NOT_FOUND");
   return found;
-}
-
-/** Verifies a credential and finds its live session; null when either fails. */
-export async function resolveCredential(
-  services: GatewayServices,
-  credential: string,
-  where: "here" | "anywhere" = "anywhere",
-): Promise<{ user: UserState; session: LiveSession } | null> {
-  const claims = services.signer.verify(credential, services.clock.now());
-  if (claims === null || !services.apps.has(claims.appId)) return null;
-  const user = await services.users.get(claims.appId, claims.uid, where);
-  const session = user.session(claims.sessionId);
-  return session === undefined ? null : { user, session };
 }

@@ -9,6 +9,7 @@ import { GatewayError } from "../errors.ts";
 import type { GatewayEnv, GatewayServices } from "../services.ts";
 import { UpgradeRefused } from "../transport/types.ts";
 import { resolveCredential } from "./auth.ts";
+import { OwnedElsewhere } from "../cluster/port.ts";
 
 export function mountWebSocket(app: Hono<GatewayEnv>, services: GatewayServices): void {
   app.get(WEBSOCKET_PATH, async (c) => {
@@ -24,10 +25,21 @@ export function mountWebSocket(app: Hono<GatewayEnv>, services: GatewayServices)
         WS_CREDENTIAL_PROTOCOL_PREFIX.length,
       );
     // No credential: the `connect` frame must log in (one round trip instead of two).
-    // In a cluster the user comes to this node, where its socket is.
-    const found = credential === undefined
-      ? null
-      : await resolveCredential(services, credential, "here");
+    // In a cluster the user comes to this node, where its socket is; when it cannot (its holder
+    // has a socket of it), the socket is relayed to the holder.
+    let found: Awaited<ReturnType<typeof resolveCredential>> = null;
+    let relay: Awaited<ReturnType<NonNullable<GatewayServices["relaySocket"]>>> | null = null;
+    if (credential !== undefined) {
+      try {
+        found = await resolveCredential(services, credential, "here");
+      } catch (error) {
+        if (!(error instanceof OwnedElsewhere) || services.relaySocket === undefined) throw error;
+        relay = await services.relaySocket(error.node, {
+          credential,
+          remoteAddr: c.env?.remoteAddr ?? "unknown",
+        });
+      }
+    }
 
     // A browser that offered sub-protocols refuses a reply that names none of them; echo ours
     // (never the credential, which would then sit in more logs).
@@ -36,9 +48,14 @@ export function mountWebSocket(app: Hono<GatewayEnv>, services: GatewayServices)
     try {
       upgraded = upgrade(c.req.raw, { protocol });
     } catch (error) {
+      relay?.abort();
       // e.g. no Sec-WebSocket-Key: a malformed upgrade is the client's error, not ours.
       if (error instanceof UpgradeRefused) throw new GatewayError("ERR_BAD_REQUEST", error.message);
       throw error;
+    }
+    if (relay !== null) {
+      relay.attach(upgraded.socket, false);
+      return upgraded.response;
     }
     new Connection(
       upgraded.socket,

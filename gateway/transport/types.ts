@@ -31,7 +31,7 @@ export interface WireSocket {
    * close timeout loses its TCP connection, so no descriptor waits on it.
    */
   close(code: number, reason: string, lastFrame?: string): void;
-  /** Sets the handlers; called once, right after the upgrade. */
+  /** Sets the handlers: right after the upgrade, and again when the socket is handed to a relay. */
   listen(events: WireEvents): void;
 }
 
