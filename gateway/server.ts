@@ -334,6 +334,18 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     cluster.start({
       adopt: async ({ appId, uid }) => void await users.get(appId, uid),
       peers: () => socketRelays.peers(),
+      verifyClaims: async () => {
+        const held = users.claimed();
+        const claims = await cluster.registry.claimsOfUsers(held);
+        held.forEach((user, i) => {
+          const claim = user.claim;
+          if (claim === null || claims[i] === `${claim.node} ${claim.fence}`) return;
+          log.warn("cluster.claim_lost", { appId: user.appId, uid: user.uid });
+          // Lost first: nothing more of it is written (the store would refuse it anyway).
+          user.lost = true;
+          users.drop(user);
+        });
+      },
       nodeGone: (node) => socketRelays.nodeGone(node),
       redisReset: () => {
         // Users, tokens, sessions and streams are gone: every client logs in again, and each

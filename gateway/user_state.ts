@@ -1204,6 +1204,11 @@ export class UserStates {
     return true;
   }
 
+  /** The users in memory that hold a claim (in a cluster). */
+  claimed(): UserState[] {
+    return [...this.#users.values()].filter((user) => user.claim !== null);
+  }
+
   /** A user whose claim was lost leaves memory at once; its sockets are closed (1012). */
   drop(user: UserState): void {
     const key = userKey(user.appId, user.uid);

@@ -502,6 +502,45 @@ redisTest(
   },
 );
 
+redisTest(
+  "cluster: a node paused past its TTL comes back: the users taken over meanwhile leave it, and no ghost socket stays there",
+  async () => {
+    await using nodes = await TwoNodes.start();
+    const user = await devLogin(nodes.a.url, "superhero1", "auto");
+    const atA = await TestSocket.connect(nodes.a, user.credential);
+    await using _a = atA.socket;
+    const epoch = atA.connected.stream.epoch;
+
+    Deno.kill(nodes.a.pid, "SIGSTOP");
+    try {
+      // B takes A for dead and takes superhero1 over: offline for everyone.
+      await within(DEATH_BOUND_MS, "superhero1 offline at B", async () => {
+        return !(await presenceOf(nodes.b.url, "superhero1")).online;
+      });
+      await serverSend(nodes.b.url, ["superhero1"], "while A was paused");
+    } finally {
+      Deno.kill(nodes.a.pid, "SIGCONT");
+    }
+    // A wakes up with the socket still open (a foreground socket writes nothing, so no fenced
+    // write would tell it): within a heartbeat it finds the claim gone and closes it (1012).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const closed = await Promise.race([
+      atA.socket.closed,
+      new Promise<null>((resolve) =>
+        timer = setTimeout(() => resolve(null), 2_000 + HEARTBEAT_MS * 4)
+      ),
+    ]);
+    clearTimeout(timer);
+    assert.ok(closed !== null, "the socket at the node that lost its user was closed");
+    assert.equal(closed.code, 1012);
+    // The client reconnects (at B, where the user is) and resumes with nothing lost.
+    const back = await TestSocket.connect(nodes.b, user.credential, { resume: { epoch, seq: 0 } });
+    await using _b = back.socket;
+    assert.deepEqual(back.connected.stream, { epoch, seq: 1, recovered: true, replayed: 1 });
+    assert.deepEqual(await nextMessages(back.socket, 1), [[1, "while A was paused"]]);
+  },
+);
+
 /** Whether a node reports ready (`/readyz` 200). */
 async function ready(url: string): Promise<boolean> {
   const res = await fetch(`${url}/readyz`);

@@ -36,6 +36,11 @@ export interface ClusterHandlers {
   peers(): Iterable<string>;
   /** One of `peers` is dead. */
   nodeGone(node: string): void;
+  /**
+   * This node went a TTL without renewing its key (paused, or cut off from Redis): the others
+   * may have taken its users over. Drops every user whose claim is no longer this node's.
+   */
+  verifyClaims(): Promise<void>;
 }
 
 const REDIS_AWAY = "Redis, which this cluster shares its state through, is unreachable; " +
@@ -184,7 +189,18 @@ export class Cluster implements ClusterPort {
       { node: this.nodeId, at: Date.now() },
       crypto.randomUUID(),
     );
+    const previous = this.#lastHeartbeatAt;
     this.#lastHeartbeatAt = performance.now();
+    // Taken for dead meanwhile? Now that the key is renewed no node takes a user from this one
+    // any more, so one look at the claims finds every user it lost, and no socket of such a user
+    // stays here as a ghost (its writes would be fenced, but a foreground socket writes nothing).
+    if (previous > 0 && this.#lastHeartbeatAt - previous >= this.#options.ttlMs) {
+      this.#options.log.warn("cluster.heartbeat_gap", {
+        node: this.nodeId,
+        gapMs: Math.round(this.#lastHeartbeatAt - previous),
+      });
+      await this.#handlers?.verifyClaims();
+    }
     this.#reachableSince ??= this.#lastHeartbeatAt;
     if (this.#redisIncarnation !== null && incarnation !== this.#redisIncarnation) {
       this.#options.log.warn("cluster.redis_reset", { node: this.nodeId });

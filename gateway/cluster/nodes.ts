@@ -190,6 +190,16 @@ export class NodeRegistry {
     return value === null ? null : value.slice(0, value.indexOf(" "));
   }
 
+  /** The raw claims (`"<node> <fence>"`, or null) of these users, in order. */
+  async claimsOfUsers(users: readonly UserRef[]): Promise<Array<string | null>> {
+    const values: Array<string | null> = [];
+    for (let i = 0; i < users.length; i += 500) {
+      const keys = users.slice(i, i + 500).map((u) => this.#keys.owner(u.appId, u.uid));
+      values.push(...await this.#redis.mget(...keys));
+    }
+    return values;
+  }
+
   /** This node leaves the cluster (graceful stop, after releasing its users). */
   async leave(): Promise<void> {
     await this.#redis.multi()
