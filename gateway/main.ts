@@ -2,7 +2,7 @@
  * `deno task serve`: the gateway as a process. Configuration comes from the environment
  * (gateway/config.ts, docs/configuration.md); `--dev` adds the labelled development app.
  */
-import { ConfigError, DEV_APP, ENV_VARS } from "./config.ts";
+import { ConfigError, DEV_APP, ENV_VARS, type GatewayConfig } from "./config.ts";
 import { startGateway } from "./server.ts";
 
 const dev = Deno.args.includes("--dev");
@@ -12,7 +12,9 @@ const env = Object.fromEntries(
 
 try {
   const kvPath = env.KV_PATH;
-  if (kvPath !== undefined && kvPath !== ":memory:" && kvPath !== "platform") {
+  if (env.STORE === "redis") {
+    // Nothing on local disk.
+  } else if (kvPath !== undefined && kvPath !== ":memory:" && kvPath !== "platform") {
     await ensureDir(kvPath);
   } else if (kvPath === undefined) await ensureDir("./data/gateway.kv");
 
@@ -24,7 +26,7 @@ try {
   console.log(`  websocket: ${url.replace(/^http/, "ws")}/v1/ws`);
   console.log(
     `  liveness window ${config.livenessWindowMs} ms, heartbeat ${config.heartbeatIntervalMs} ms, ` +
-      `idle timeout ${config.idleTimeoutMs} ms, store ${config.kvPath ?? "platform KV"}`,
+      `idle timeout ${config.idleTimeoutMs} ms, store ${storeOf(config, gateway.nodeId)}`,
   );
   console.log(
     `  transport ${config.transport}, at most ${config.maxConnections} connections ` +
@@ -65,6 +67,20 @@ try {
     Deno.exit(2);
   }
   throw error;
+}
+
+/** The store line of the banner (a Redis URL without its credentials). */
+function storeOf(config: GatewayConfig, nodeId: string | undefined): string {
+  if (config.store !== "redis") return config.kvPath ?? "platform KV";
+  let where = config.redisUrl;
+  try {
+    const url = new URL(config.redisUrl);
+    url.username = url.password = "";
+    where = url.href;
+  } catch {
+    // Shown as configured.
+  }
+  return `Redis ${where} (prefix ${config.redisPrefix}), cluster node ${nodeId}`;
 }
 
 async function ensureDir(filePath: string): Promise<void> {

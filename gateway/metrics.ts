@@ -96,6 +96,11 @@ export interface GatewayMetricsOptions {
   usersInMemory?: () => number;
   /** Whether the store answers, for `gateway_store_ready` (1 or 0). */
   storeReady?: () => boolean;
+  /**
+   * In a cluster, for `gateway_relayed_sockets`: sockets here whose connection runs at their
+   * user's holder (`edge`), and connections here whose socket is at another node (`holder`).
+   */
+  relayedSockets?: () => { edge: number; holder: number };
 }
 
 /** The Prometheus text exposition and the content type to serve it with. */
@@ -256,6 +261,22 @@ export class GatewayMetrics {
         registers,
         collect() {
           this.set(usersInMemory());
+        },
+      });
+    }
+    if (options.relayedSockets !== undefined) {
+      const relayedSockets = options.relayedSockets;
+      new Gauge({
+        name: "gateway_relayed_sockets",
+        help: "Cluster: sockets relayed between this node and the nodes holding their users " +
+          "(side=edge: the socket is here; side=holder: its connection runs here, counted in " +
+          "gateway_connections too).",
+        labelNames: ["side"],
+        registers,
+        collect() {
+          const counts = relayedSockets();
+          this.set({ side: "edge" }, counts.edge);
+          this.set({ side: "holder" }, counts.holder);
         },
       });
     }

@@ -61,6 +61,8 @@ export interface RunningGateway {
   transport: RunningTransport;
   /** Users revived from the store at start. */
   revived: number;
+  /** With STORE=redis: this node's id in its cluster. */
+  nodeId?: string;
   /** Graceful stop: new work refused, 1012 to every socket, state written, store closed. */
   stop(): Promise<void>;
 }
@@ -119,6 +121,10 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     connections: () => connectionSamples(open),
     usersInMemory: () => users.size,
     storeReady: () => health.storeOk,
+    relayedSockets: cluster === null ? undefined : () => ({
+      edge: relaysOfSockets?.edgeCount ?? 0,
+      holder: relaysOfSockets?.remoteCount ?? 0,
+    }),
   });
   // Presence changes start with the revival below (a deadline that passed while down).
   const presence = new PresenceHub({ clock, store, intervalMs: config.presenceIntervalMs, log });
@@ -427,6 +433,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     services,
     transport,
     revived,
+    nodeId: cluster?.nodeId,
     stop,
   };
 }

@@ -51,7 +51,7 @@ import {
   type SessionLiveness,
   step,
 } from "./liveness.ts";
-import { type ClusterPort, OwnedElsewhere } from "./cluster/port.ts";
+import { type ClusterPort, HOLDER_UNANSWERED, OwnedElsewhere } from "./cluster/port.ts";
 import { GatewayError } from "./errors.ts";
 import {
   FencedWriteError,
@@ -1170,9 +1170,14 @@ export class UserStates {
           claim = result;
           break;
         }
-        const handedOver = where === "here" && attempt < 3 &&
-          await cluster.requestHandoff(result.owner, appId, uid);
-        if (!handedOver) throw new OwnedElsewhere(result.owner, appId, uid);
+        if (where !== "here" || attempt >= 3) throw new OwnedElsewhere(result.owner, appId, uid);
+        const answer = await cluster.requestHandoff(result.owner, appId, uid);
+        // A holder that does not answer gets no more work (nor a relay): 503, and the client
+        // tries again, by when the node answers or its users are taken over.
+        if (answer === "unanswered") {
+          throw new GatewayError("ERR_SERVICE_UNAVAILABLE", HOLDER_UNANSWERED);
+        }
+        if (answer === "refused") throw new OwnedElsewhere(result.owner, appId, uid);
       }
     }
     const record = await this.runtime.store.loadUserState(appId, uid);

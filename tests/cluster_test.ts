@@ -255,6 +255,14 @@ redisTest(
     assert.equal(atB.connected.stream.epoch, atA.connected.stream.epoch);
     const sessions = await sessionsOf(nodes.b.url, "superhero1");
     assert.deepEqual(sessions.map((s) => s.status), ["connected", "connected"]);
+    // Operators see the relay on both sides.
+    const metric = async (url: string, side: string) => {
+      const text = await (await fetch(`${url}/metrics`)).text();
+      return new RegExp(`^gateway_relayed_sockets\\{side="${side}"\\} (\\d+)$`, "m").exec(text)
+        ?.[1];
+    };
+    assert.equal(await metric(nodes.b.url, "edge"), "1");
+    assert.equal(await metric(nodes.a.url, "holder"), "1");
 
     // A message to the user, sent at either node, reaches both sockets at the same seq.
     await serverSend(nodes.b.url, ["superhero1"], "to both devices");

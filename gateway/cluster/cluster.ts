@@ -10,7 +10,7 @@ import { RedisKeys } from "../store/redis_keys.ts";
 import type { UserClaim } from "../store/types.ts";
 import { Bus } from "./bus.ts";
 import { NodeRegistry, type UserRef } from "./nodes.ts";
-import { type ClusterPort, OwnedElsewhere } from "./port.ts";
+import { type ClusterPort, type HandoffAnswer, OwnedElsewhere } from "./port.ts";
 
 export interface ClusterOptions {
   redisUrl: string;
@@ -136,12 +136,12 @@ export class Cluster implements ClusterPort {
     }
   }
 
-  async requestHandoff(node: string, appId: string, uid: string): Promise<boolean> {
+  async requestHandoff(node: string, appId: string, uid: string): Promise<HandoffAnswer> {
     try {
-      return await this.bus.request(node, "handoff", { appId, uid }) === true;
+      return await this.bus.request(node, "handoff", { appId, uid }) === true ? "done" : "refused";
     } catch {
       // No answer: the node may be dead; its claim goes once its TTL runs out.
-      return false;
+      return "unanswered";
     }
   }
 

@@ -9,11 +9,20 @@ export interface ClusterPort {
   readonly nodeId: string;
   /** Claims a user for this node, unless a live node holds it: then that node's id. */
   claim(appId: string, uid: string): Promise<UserClaim | { owner: string }>;
-  /** Asks the node that holds a user to give it up; true when it did. */
-  requestHandoff(node: string, appId: string, uid: string): Promise<boolean>;
+  /**
+   * Asks the node that holds a user to give it up: `done`, `refused` (a socket of the user is
+   * there), or `unanswered` (the node may be dead: its claim goes once its TTL runs out).
+   */
+  requestHandoff(node: string, appId: string, uid: string): Promise<HandoffAnswer>;
   /** Gives a claim up (the user left this node's memory). */
   release(appId: string, uid: string, claim: UserClaim): Promise<void>;
 }
+
+export type HandoffAnswer = "done" | "refused" | "unanswered";
+
+/** The answer while the node holding a user does not answer (it may have died). */
+export const HOLDER_UNANSWERED = "The node of the cluster that holds this user does not answer; " +
+  "try again (a dead node's users are taken over within NODE_TTL_MS).";
 
 /**
  * The user is held by another live node: the work goes there (`node`). Where it cannot be
