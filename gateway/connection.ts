@@ -209,6 +209,10 @@ export class Connection implements SocketPort, RelayTarget {
     closed(): void {
       this.#connection.#onTransportClose();
     }
+    alive(): void {
+      const connection = this.#connection;
+      connection.touch(connection.#ctx.clock.now());
+    }
   };
 
   get closed(): boolean {

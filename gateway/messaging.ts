@@ -88,7 +88,9 @@ class AppendBatch {
       const reason = failed.reason;
       throw reason instanceof GatewayError ? reason : new GatewayError(
         "ERR_SERVICE_UNAVAILABLE",
-        "A node of the cluster holding some receivers did not store the message; try again.",
+        "A node of the cluster holding some receivers did not confirm in time that it stored " +
+          "the message: it may be stored for them or not (a user's retry with the same " +
+          "clientMessageId is answered from the first).",
       );
     }
     // A write refused because another node took a user stored nothing of it.

@@ -276,6 +276,9 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     const socketRelays = new SocketRelays(cluster.bus, {
       nodeId: cluster.nodeId,
       log,
+      clock,
+      idleTimeoutMs: config.idleTimeoutMs,
+      heartbeatAnswered: () => metrics.pings.heartbeat++,
       maxBufferedBytes: config.maxBufferedBytes,
       closing: (reason) => ({ code: closeCodeTable[reason], text: closingFrame(reason) }),
       // A socket at another node whose user is held here: its connection runs here.

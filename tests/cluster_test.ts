@@ -13,6 +13,7 @@ import {
   type SessionView,
 } from "../contract/mod.ts";
 import type { PingReplySchema, PresenceSchema } from "../contract/routes.ts";
+import { Redis } from "ioredis";
 import { DEV_APP } from "../gateway/config.ts";
 import { TestSocket } from "./support/harness.ts";
 import { delay, devLogin, GatewayProcess } from "./support/process.ts";
@@ -46,11 +47,14 @@ class TwoNodes implements AsyncDisposable {
     readonly b: GatewayProcess,
   ) {}
 
-  static async start(options: { appendOnly?: boolean } = {}): Promise<TwoNodes> {
+  static async start(
+    options: { appendOnly?: boolean; env?: Record<string, string> } = {},
+  ): Promise<TwoNodes> {
     const redis = await startRedis(options);
+    const env = { ...ENV(redis), ...options.env };
     const [a, b] = await Promise.all([
-      GatewayProcess.start({ env: ENV(redis) }),
-      GatewayProcess.start({ env: ENV(redis) }),
+      GatewayProcess.start({ env }),
+      GatewayProcess.start({ env }),
     ]);
     return new TwoNodes(redis, a, b);
   }
@@ -101,6 +105,32 @@ async function serverSend(url: string, to: string[], value: string): Promise<Sen
   );
   assert.equal(status, 200, JSON.stringify(body));
   return body;
+}
+
+/**
+ * A server send while a dead node's users are being taken over: a 503 (its holder did not answer)
+ * is retried, as an app's server does. (The dead node stores nothing: a paused one that wakes is
+ * refused by the fencing check.)
+ */
+async function serverSendRetrying(
+  url: string,
+  to: string[],
+  value: string,
+): Promise<SendMessageReply> {
+  const started = Date.now();
+  for (;;) {
+    const { status, body } = await call<SendMessageReply>(
+      url,
+      "POST",
+      `/v1/apps/${DEV_APP.appId}/messages`,
+      apiKey,
+      { to, message: text(value) },
+    );
+    if (status === 200) return body;
+    assert.equal(status, 503, JSON.stringify(body));
+    if (Date.now() - started > DEATH_BOUND_MS) throw new Error(`send not accepted: ${value}`);
+    await delay(100);
+  }
 }
 
 async function presenceOf(url: string, uid: string): Promise<Presence> {
@@ -285,12 +315,35 @@ redisTest(
     assert.deepEqual(await nextMessages(atA.socket, 1), [[2, "from the web"]]);
     assert.equal(textOf((await watch.until("message")).message), "from the web");
 
-    // Heartbeats and the lifecycle rules hold on the relayed socket, with their close codes.
-    atB.socket.send({ type: "ping", id: 9 });
-    assert.equal((await atB.socket.until("pong")).id, 9);
+    // Foreground heartbeats of the relayed socket are answered at B: no Redis round trip (no
+    // publish while only they go on; the first one after the send still goes to A).
+    atB.socket.send({ type: "ping", id: 8 });
+    assert.equal((await atB.socket.until("pong")).id, 8);
+    const redis = new Redis(nodes.redis.url);
+    try {
+      const publishes = async () =>
+        Number(/cmdstat_publish:calls=(\d+)/.exec(await redis.info("commandstats"))?.[1] ?? 0);
+      const before = await publishes();
+      for (const id of [9, 10]) {
+        atB.socket.send({ type: "ping", id });
+        const pong = await atB.socket.until("pong");
+        assert.deepEqual([pong.id, pong.backgroundDeadline], [id, null]);
+        await delay(600);
+      }
+      assert.equal(await publishes() - before, 0, "heartbeats answered where the socket is");
+    } finally {
+      redis.disconnect();
+    }
+    // In background the holder answers again, and a ping moves the deadline; the rules hold on
+    // the relayed socket, with their close codes.
     atB.socket.send({ type: "app_state", state: "background" });
-    const deadline = (await atB.socket.until("state")).backgroundDeadline!;
-    assert.notEqual(deadline, null);
+    const entered = (await atB.socket.until("state")).backgroundDeadline!;
+    assert.notEqual(entered, null);
+    await delay(300);
+    atB.socket.send({ type: "ping", id: 11 });
+    const moved = await atB.socket.until("pong");
+    assert.ok(moved.backgroundDeadline! > entered, "a background ping reaches the holder");
+    const deadline = moved.backgroundDeadline!;
     const closing = await atB.socket.until("closing", 8_000);
     assert.equal(closing.reason, "liveness_timeout");
     const closed = await atB.socket.closed;
@@ -325,6 +378,36 @@ redisTest(
 );
 
 redisTest(
+  "cluster: heartbeats answered at a relayed socket's edge keep it alive at the holder (idle rule); silence still closes it",
+  async () => {
+    await using nodes = await TwoNodes.start({
+      env: { IDLE_TIMEOUT_MS: "1500", HEARTBEAT_INTERVAL_MS: "800", PONG_TIMEOUT_MS: "300" },
+    });
+    const phone = await devLogin(nodes.a.url, "superhero1", "auto");
+    const web = await devLogin(nodes.b.url, "superhero1", "auto");
+    const atA = await TestSocket.connect(nodes.a, phone.credential);
+    await using _a = atA.socket;
+    const relayed = await TestSocket.connect(nodes.b, web.credential);
+    await using _b = relayed.socket;
+    // Four idle timeouts of heartbeats, each answered: the holder never takes the socket for idle.
+    const started = Date.now();
+    for (let id = 1; Date.now() - started < 6_000; id++) {
+      relayed.socket.send({ type: "ping", id });
+      assert.equal((await relayed.socket.until("pong")).id, id);
+      // The phone's own heartbeats keep it open too.
+      atA.socket.send({ type: "ping", id });
+      await atA.socket.until("pong");
+      // Within the edge's allowance (one a second), so that each is answered there.
+      await delay(1_100);
+    }
+    assert.equal(relayed.socket.ws.readyState, WebSocket.OPEN);
+    // Silence: closed as idle by the holder, the code relayed.
+    assert.equal((await relayed.socket.until("closing", 5_000)).reason, "idle_timeout");
+    assert.equal((await relayed.socket.closed).code, closeCodeTable.idle_timeout);
+  },
+);
+
+redisTest(
   "cluster: relays end with either node: a dead holder's relayed sockets close (1012) and resume at the live node; a dead edge's sessions go offline",
   async () => {
     await using nodes = await TwoNodes.start();
@@ -347,7 +430,7 @@ redisTest(
     // The relayed socket at B closes with 1012 within the bound; its client resumes at B.
     const closed = await relayed.socket.closed;
     assert.equal(closed.code, 1012);
-    await serverSend(nodes.b.url, ["superhero1"], "after");
+    await serverSendRetrying(nodes.b.url, ["superhero1"], "after");
     const back = await TestSocket.connect(nodes.b, oneWeb.credential, {
       resume: { epoch: relayed.connected.stream.epoch, seq: 1 },
     });
@@ -490,7 +573,7 @@ redisTest(
     );
 
     // Messages sent after the death are kept; the client resumes at B with nothing lost.
-    await serverSend(nodes.b.url, ["superhero1"], "three");
+    await serverSendRetrying(nodes.b.url, ["superhero1"], "three");
     const back = await TestSocket.connect(nodes.b, fg.credential, { resume: { epoch, seq: 2 } });
     await using _back = back.socket;
     assert.deepEqual(back.connected.stream, { epoch, seq: 3, recovered: true, replayed: 1 });
@@ -525,7 +608,7 @@ redisTest(
       await within(DEATH_BOUND_MS, "superhero1 offline at B", async () => {
         return !(await presenceOf(nodes.b.url, "superhero1")).online;
       });
-      await serverSend(nodes.b.url, ["superhero1"], "while A was paused");
+      await serverSendRetrying(nodes.b.url, ["superhero1"], "while A was paused");
     } finally {
       Deno.kill(nodes.a.pid, "SIGCONT");
     }
@@ -639,15 +722,13 @@ redisTest(
       assert.equal(closed.code, 1012);
 
       // The seed users are back; the old stream is gone, and the client is told so.
-      const again = await within(10_000, "login works again", async () => {
-        try {
-          await devLogin(b.url, "superhero1", "auto");
-          return true;
-        } catch {
-          return false;
-        }
-      }).then(() => devLogin(b.url, "superhero1", "auto"));
-      const back = await TestSocket.connect(b, again.credential, {
+      // (Until each node has noticed the reset, a login may be refused with 503: retried.)
+      let again: Awaited<ReturnType<typeof devLogin>> | undefined;
+      await within(10_000, "login works again", async () => {
+        again = await devLogin(b.url, "superhero1", "auto").catch(() => undefined);
+        return again !== undefined;
+      });
+      const back = await TestSocket.connect(b, again!.credential, {
         resume: { epoch: connected.stream.epoch, seq: 1 },
       });
       await using _ = back.socket;

@@ -8,6 +8,16 @@
  * go back to the edge. Every rule of the connection (handshake, budget, idle, liveness, output
  * gate, close codes) is the holder's, once; the edge only carries frames.
  *
+ * One exception keeps the hot path local: a foreground heartbeat (`ping` with source
+ * `heartbeat`) is answered by the edge itself when the holder's last word on the session said it
+ * is in foreground with no deadline (a `connected`, `state` or `pong` frame) and nothing but
+ * such heartbeats came from the client since. Such a ping changes nothing at the holder but the
+ * idle rule's clock, which the edge keeps going with one `l` op per third of IDLE_TIMEOUT_MS.
+ * Any other frame makes the edge forget what it knew until the holder answers again, so a ping
+ * right after `app_state` goes to the holder, which moves the deadline. At most
+ * EDGE_HEARTBEATS_PER_SEC are answered at the edge; beyond, they go to the holder, whose frame
+ * budget applies.
+ *
  * Frames travel as ops batched per peer node and event-loop turn: one publish carries every
  * frame written to that node's relayed sockets in one turn (a fan-out to a thousand relayed
  * sockets is one message). Redis pub/sub keeps the order of one publisher's messages, so a
@@ -20,7 +30,10 @@
  * any lost connection). Nothing is acknowledged through a relay that the holder did not store:
  * acknowledgements are frames the holder writes after its store confirmed.
  */
+import { PingFrameSchema, type ServerFrameOf } from "../../contract/mod.ts";
+import type { Clock } from "../clock.ts";
 import type { Logger } from "../log.ts";
+import { TokenBucket } from "../rate_limit.ts";
 import type { TransportRefusedFrame, WireEvents, WireSocket } from "../transport/types.ts";
 import type { Bus } from "./bus.ts";
 
@@ -40,6 +53,8 @@ type Op =
   | ["r", string, TransportRefusedFrame]
   /** The socket is gone (edge → holder). */
   | ["g", string]
+  /** The client's heartbeats were answered at the edge: life, for the idle rule (edge → holder). */
+  | ["l", string]
   /** Close the socket: code, reason, last frame (holder → edge). */
   | ["x", string, number, string, string | null];
 
@@ -60,9 +75,17 @@ export interface RelayOpen {
  */
 export type RelayOpenAnswer = "ok" | "moved";
 
+/** Heartbeats a relayed socket may have answered at its edge per second (burst twice this). */
+const EDGE_HEARTBEATS_PER_SEC = 1;
+
 export interface SocketRelaysOptions {
   nodeId: string;
   log: Logger;
+  clock: Clock;
+  /** IDLE_TIMEOUT_MS: the edge sends life to the holder at least thrice within it. */
+  idleTimeoutMs: number;
+  /** A heartbeat was answered at the edge (for the ping metrics). */
+  heartbeatAnswered?(): void;
   /** The edge's output limit per socket (MAX_BUFFERED_BYTES): past it the socket is closed. */
   maxBufferedBytes: number;
   /**
@@ -132,6 +155,8 @@ export class RemoteWire implements WireSocket {
         return events.frameRefused(op[2]);
       case "g":
         return this.gone();
+      case "l":
+        return events.alive?.();
     }
   }
 
@@ -148,6 +173,15 @@ export class RemoteWire implements WireSocket {
 class EdgeRelay implements WireEvents {
   /** Ops from the holder that came before the upgrade completed. */
   #early: Op[] | null;
+  /**
+   * The holder's last word on the session says foreground, no deadline, and the client sent
+   * nothing but heartbeats since: heartbeats are answered here.
+   */
+  foreground = false;
+  /** When the holder last saw life of the client: a frame, or an `l` op. */
+  lifeSentAt = -Infinity;
+  /** Heartbeats answered here, at most EDGE_HEARTBEATS_PER_SEC. */
+  heartbeats: TokenBucket | null = null;
 
   constructor(
     readonly rid: string,
@@ -171,7 +205,10 @@ class EdgeRelay implements WireEvents {
     for (const op of early ?? []) this.relays.applyToEdge(this, op);
   }
   text(data: string): void {
-    this.relays.queue(this.holder, ["t", this.rid, data]);
+    if (this.foreground && this.relays.answerHeartbeat(this, data)) return;
+    // Whatever else the client says may change the session: the holder answers from now on.
+    this.foreground = false;
+    this.relays.forward(this, data);
   }
   binary(byteLength: number): void {
     this.relays.queue(this.holder, ["b", this.rid, byteLength]);
@@ -256,6 +293,49 @@ export class SocketRelays {
     };
   }
 
+  /**
+   * A frame of a relayed socket whose session is in foreground: answered here when it is a
+   * heartbeat within the edge's allowance (see the header). False: send it to the holder.
+   */
+  answerHeartbeat(relay: EdgeRelay, data: string): boolean {
+    // Pings are tiny; anything longer or not starting as one is not parsed here.
+    if (data.length > 160 || !data.startsWith('{"type":"ping"')) return false;
+    let frame;
+    try {
+      frame = PingFrameSchema.safeParse(JSON.parse(data));
+    } catch {
+      return false;
+    }
+    if (!frame.success || frame.data.source !== "heartbeat") return false;
+    const now = this.#options.clock.now();
+    relay.heartbeats ??= new TokenBucket(EDGE_HEARTBEATS_PER_SEC, 2 * EDGE_HEARTBEATS_PER_SEC, now);
+    if (!relay.heartbeats.take(now)) return false;
+    const reply: ServerFrameOf<"pong"> = {
+      type: "pong",
+      id: frame.data.id,
+      serverTime: now,
+      backgroundDeadline: null,
+    };
+    const pong = JSON.stringify(reply);
+    if (relay.wire.bufferedAmount + pong.length > this.#options.maxBufferedBytes) {
+      this.#closeEdge(relay, "slow_consumer");
+      return true;
+    }
+    relay.wire.send(pong);
+    this.#options.heartbeatAnswered?.();
+    if (now - relay.lifeSentAt >= this.#options.idleTimeoutMs / 3) {
+      relay.lifeSentAt = now;
+      this.queue(relay.holder, ["l", relay.rid]);
+    }
+    return true;
+  }
+
+  /** A client frame for the holder (which sees it as life too). */
+  forward(relay: EdgeRelay, data: string): void {
+    relay.lifeSentAt = this.#options.clock.now();
+    this.queue(relay.holder, ["t", relay.rid, data]);
+  }
+
   /** Queues an op for `node`; every op of this turn leaves in one publish per node. */
   queue(node: string, op: Op): void {
     if (this.#closed) return;
@@ -332,11 +412,14 @@ export class SocketRelays {
         case "b":
         case "c":
         case "r":
-        case "g": {
+        case "g":
+        case "l": {
           const wire = this.#remote.get(rid);
           if (wire !== undefined && wire.edge === from) wire.deliver(op);
           // A frame for a socket whose edge does not know it is gone: the edge is told.
-          else if (op[0] !== "g") this.queue(from, ["x", rid, 1012, "server_shutdown", null]);
+          else if (op[0] !== "g" && op[0] !== "l") {
+            this.queue(from, ["x", rid, 1012, "server_shutdown", null]);
+          }
           break;
         }
         case "o":
@@ -355,13 +438,20 @@ export class SocketRelays {
     if (this.#edge.get(relay.rid) !== relay) return;
     const wire = relay.wire;
     switch (op[0]) {
-      case "o":
+      case "o": {
+        const text = op[2];
         // The output limit is enforced here, where the socket's buffer is (the holder sees the
         // socket gone).
-        if (wire.bufferedAmount + op[2].length > this.#options.maxBufferedBytes) {
-          this.#closeEdge(relay, "slow_consumer");
-        } else wire.send(op[2]);
-        return;
+        if (wire.bufferedAmount + text.length > this.#options.maxBufferedBytes) {
+          return this.#closeEdge(relay, "slow_consumer");
+        }
+        // The holder serializes with `type` first: only these frames speak of the session.
+        if (
+          text.startsWith('{"type":"pong"') || text.startsWith('{"type":"state"') ||
+          text.startsWith('{"type":"connected"')
+        ) relay.foreground = isForeground(text);
+        return wire.send(text);
+      }
       case "p":
         return wire.pong();
       case "x":
@@ -381,5 +471,16 @@ export class SocketRelays {
         this.nodeGone(node);
       });
     }
+  }
+}
+
+/** A `connected`, `state` or `pong` frame from the holder: foreground with no deadline? */
+function isForeground(text: string): boolean {
+  try {
+    const frame = JSON.parse(text) as { appState?: string; backgroundDeadline?: number | null };
+    return frame.backgroundDeadline === null &&
+      (frame.appState === undefined || frame.appState === "foreground");
+  } catch {
+    return false;
   }
 }

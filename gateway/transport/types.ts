@@ -53,6 +53,11 @@ export interface WireEvents {
   frameRefused(reason: TransportRefusedFrame): void;
   /** The connection is gone (closed by either side, or never opened). */
   closed(): void;
+  /**
+   * The peer showed life on another path: heartbeats of a socket relayed from another node of a
+   * cluster, answered there (gateway/cluster/relay.ts). It counts for the idle rule.
+   */
+  alive?(): void;
 }
 
 /** Why a WebSocket layer refused a frame (close reasons of the contract's table). */
