@@ -8,9 +8,13 @@
  * Node load generator (bench/load/gen.mjs, pinned to core 1); arms run interleaved, each
  * scenario repeated, and the table shows medians and the ratios the goals are about. Before
  * each run the bench waits (up to 30 s) for the machine to be quiet, unless `--no-quiet`.
- * Full mode writes BENCHMARKS.md and bench/results.json; --quick (CI's smoke test) only
- * prints. Both exit non-zero only when a run failed. `--rewrite` runs nothing: it writes
- * BENCHMARKS.md again from bench/results.json (after an edit of bench/comparisons.md).
+ * The cluster scenario (bench/cluster.ts) starts its own redis-server and one or two gateway
+ * nodes on it instead; it is skipped, with a note, where redis-server is not installed.
+ * Full mode writes BENCHMARKS.md and bench/results.json (with `--scenarios`, only those
+ * scenarios' figures are replaced: the others stay from the run before); --quick (CI's
+ * smoke test) only prints. Both exit non-zero only when a run failed. `--rewrite` runs
+ * nothing: it writes BENCHMARKS.md again from bench/results.json (after an edit of
+ * bench/comparisons.md).
  */
 import {
   awaitQuiet,
@@ -23,7 +27,16 @@ import {
   type Server,
   startServer,
 } from "./procs.ts";
-import { type Arm, type Measured, report, type Results, writeReport } from "./report.ts";
+import { redisServerBinary, runCluster } from "./cluster.ts";
+import {
+  type Arm,
+  environment,
+  type Measured,
+  type PartialRun,
+  report,
+  type Results,
+  writeReport,
+} from "./report.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const arg = (name: string) => Deno.args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
@@ -44,6 +57,15 @@ const SIZE = QUICK
     deadline: { conns: 1_000, windowMs: 5_000, timeoutMs: 10_000 },
     resume: { clients: 100, missed: 30, timeoutMs: 20_000 },
     group: { members: 100, messages: 50, inflight: 4, timeoutMs: 20_000 },
+    cluster: {
+      clients: 200,
+      rate: 500,
+      window: 1,
+      warmMs: 1_000,
+      measureMs: 2_000,
+      monitorMs: 1_000,
+      drainMs: 10_000,
+    },
   }
   : {
     reps: 3,
@@ -55,6 +77,15 @@ const SIZE = QUICK
     deadline: { conns: 10_000, windowMs: 30_000, timeoutMs: 20_000 },
     resume: { clients: 1_000, missed: 300, timeoutMs: 60_000 },
     group: { members: 1_000, messages: 100, inflight: 4, timeoutMs: 120_000 },
+    cluster: {
+      clients: 1_000,
+      rate: 1_000,
+      window: 1,
+      warmMs: 2_000,
+      measureMs: 10_000,
+      monitorMs: 3_000,
+      drainMs: 30_000,
+    },
   };
 const REPS = Number(arg("reps") ?? SIZE.reps);
 
@@ -131,6 +162,24 @@ export const ARMS: Record<string, Arm> = {
   ...resumeScale(100, 300),
   ...resumeScale(30, 300),
   ...resumeScale(10, 300),
+  cluster_1node: {
+    label: "1 node (core 0, beside Redis)",
+    server: "gateway",
+    kind: "gateway",
+    cluster: { nodes: 1 },
+  },
+  cluster_2nodes: {
+    label: "2 nodes, both on core 0 (beside Redis)",
+    server: "gateway",
+    kind: "gateway",
+    cluster: { nodes: 2 },
+  },
+  cluster_2cores: {
+    label: "2 nodes, one per core (node 2 beside the generator)",
+    server: "gateway",
+    kind: "gateway",
+    cluster: { nodes: 2, spread: true },
+  },
   raw_deno: { label: "raw Deno", server: "raw_deno", kind: "json" },
   raw_echo: { label: "raw Deno echo", server: "raw_deno", kind: "echo" },
   node_ws: { label: "Node ws", server: "node_ws", kind: "json" },
@@ -155,7 +204,12 @@ interface Scenario {
   inspect?: boolean;
   /** Extra gateway environment. */
   env?: Record<string, string>;
-  measure(gen: Generator, server: Server): Promise<Measured>;
+  /** Needs redis-server (skipped, with a note, where there is none). */
+  redis?: boolean;
+  /** Measures one run of the one server `runOnce` starts. */
+  measure?(gen: Generator, server: Server): Promise<Measured>;
+  /** Or runs the whole run itself (its own processes), with the gateway environment. */
+  run?(arm: Arm, env: Record<string, string>): Promise<Measured>;
 }
 
 const SCENARIOS: Record<string, Scenario> = {
@@ -352,7 +406,29 @@ const SCENARIOS: Record<string, Scenario> = {
       return { ...r.lateness, early, unclosed, codes, reasons };
     },
   },
+  cluster: {
+    arms: ["cluster_1node", "cluster_2nodes", "cluster_2cores"],
+    redis: true,
+    run: (arm, env) => runCluster(arm.cluster!, SIZE.cluster, env),
+  },
 };
+
+/** The gateway's environment in a run (without its store). */
+function gatewayEnv(scenario: Scenario, arm: Arm): Record<string, string> {
+  return {
+    // Connections are opened thousands at a time: keep the dead-peer rule out of the way.
+    IDLE_TIMEOUT_MS: "600000",
+    // The load is one client on a few hundred loopback addresses: lift the per-client
+    // budgets (the limits are measured by their own tests, not here).
+    RATE_LIMIT_FRAMES_PER_SEC: "1000000",
+    RATE_LIMIT_HTTP_PER_SEC: "1000000",
+    RATE_LIMIT_CONNECTS_PER_SEC: "1000000",
+    MAX_CONNECTIONS_PER_IP: "1000",
+    OPEN_FILE_LIMIT: OPEN_FILE_LIMIT,
+    ...scenario.env,
+    ...arm.env,
+  };
+}
 
 /** One run: a fresh server, a generator, the scenario's measurement, both stopped. */
 async function runOnce(
@@ -365,24 +441,12 @@ async function runOnce(
     string,
     number
   >;
+  if (scenario.run) return await scenario.run(arm, gatewayEnv(scenario, arm));
   let kvDir: string | undefined;
   let env: Record<string, string> = {};
   if (arm.server === "gateway") {
     kvDir = await Deno.makeTempDir({ prefix: "bench_kv_" });
-    env = {
-      KV_PATH: `${kvDir}/kv.sqlite3`,
-      // Connections are opened thousands at a time: keep the dead-peer rule out of the way.
-      IDLE_TIMEOUT_MS: "600000",
-      // The load is one client on a few hundred loopback addresses: lift the per-client
-      // budgets (the limits are measured by their own tests, not here).
-      RATE_LIMIT_FRAMES_PER_SEC: "1000000",
-      RATE_LIMIT_HTTP_PER_SEC: "1000000",
-      RATE_LIMIT_CONNECTS_PER_SEC: "1000000",
-      MAX_CONNECTIONS_PER_IP: "1000",
-      OPEN_FILE_LIMIT: OPEN_FILE_LIMIT,
-      ...scenario.env,
-      ...arm.env,
-    };
+    env = { KV_PATH: `${kvDir}/kv.sqlite3`, ...gatewayEnv(scenario, arm) };
   }
   const server = await startServer(arm.server, {
     inspect: scenario.inspect,
@@ -403,7 +467,7 @@ async function runOnce(
   try {
     await gen.next("setup_done");
     const [other0, t0] = [otherCpuMs([server.pid, gen.pid]), performance.now()];
-    const measured = await scenario.measure(gen, server);
+    const measured = await scenario.measure!(gen, server);
     const other = otherCpuMs([server.pid, gen.pid]) - other0;
     // Percent of one core that other processes took during the run: a noise indicator.
     return { ...measured, otherCpu: (other / (performance.now() - t0)) * 100 };
@@ -441,11 +505,52 @@ async function rewrite(): Promise<number> {
       reps: saved.reps,
       seconds: saved.seconds,
       args: saved.args,
+      partials: saved.partials,
     },
     ARMS,
     { date: saved.date, environment: saved.environment },
   );
   return 0;
+}
+
+/**
+ * A full run of some scenarios only (`--scenarios`): BENCHMARKS.md and bench/results.json keep
+ * the other scenarios' figures of the run before, and say which rows come from which run.
+ */
+async function writeMerged(
+  results: Results,
+  notes: string[],
+  scenarios: string[],
+  seconds: number,
+): Promise<void> {
+  const saved = JSON.parse(await Deno.readTextFile(`${ROOT}bench/results.json`));
+  const ran = (note: string) => scenarios.some((name) => note.startsWith(`${name} `));
+  const partials: PartialRun[] = (saved.partials ?? [])
+    .map((p: PartialRun) => ({
+      ...p,
+      scenarios: p.scenarios.filter((s) => !scenarios.includes(s)),
+    }))
+    .filter((p: PartialRun) => p.scenarios.length > 0);
+  partials.push({
+    scenarios,
+    date: new Date().toISOString(),
+    args: Deno.args,
+    commit: (await environment()).commit,
+    reps: REPS,
+    seconds,
+  });
+  const sizes = { ...saved.sizes };
+  for (const name of scenarios) sizes[name] = SIZE[name as keyof typeof SIZE];
+  const kept = Object.fromEntries(
+    Object.entries(saved.results as Results).filter(([name]) => !scenarios.includes(name)),
+  );
+  await writeReport(
+    { ...kept, ...results },
+    [...(saved.notes as string[]).filter((n) => !ran(n)), ...notes],
+    { sizes, reps: saved.reps, seconds: saved.seconds, args: saved.args, partials },
+    ARMS,
+    { date: saved.date, environment: saved.environment },
+  );
 }
 
 async function main(): Promise<number> {
@@ -462,12 +567,19 @@ async function main(): Promise<number> {
   if (!hasGateway) {
     notes.push("gateway/main.ts not found: gateway arms skipped.");
   }
-  if (BASE_ROOT === undefined) {
+  const baseArms = scenarioNames.some((name) => SCENARIOS[name].arms.some((a) => ARMS[a].base));
+  if (BASE_ROOT === undefined && baseArms) {
     notes.push("no --base=DIR (a checkout of the commit before streams): its arm skipped.");
   }
   let failures = 0;
   const started = performance.now();
   for (const name of scenarioNames) {
+    if (SCENARIOS[name].redis && redisServerBinary() === null) {
+      const note = `${name} skipped: redis-server is not installed (apt-get install redis-server).`;
+      console.log(note);
+      notes.push(note);
+      continue;
+    }
     const arms = SCENARIOS[name].arms.filter((a) =>
       (!onlyArms || onlyArms.includes(a)) &&
       (hasGateway || ARMS[a].server !== "gateway") &&
@@ -517,7 +629,10 @@ async function main(): Promise<number> {
   }
   const seconds = (performance.now() - started) / 1000;
   console.log(`\n${report(results, notes, ARMS)}\n\n(${seconds.toFixed(0)} s)`);
-  if (!QUICK) {
+  const saved = await Deno.stat(`${ROOT}bench/results.json`).then(() => true, () => false);
+  if (!QUICK && arg("scenarios") !== undefined && saved) {
+    await writeMerged(results, notes, scenarioNames, seconds);
+  } else if (!QUICK) {
     await writeReport(results, notes, {
       sizes: SIZE,
       reps: REPS,

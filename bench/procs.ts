@@ -23,7 +23,7 @@ export const pinning: { server: string[]; generator: string[] } = await (async (
     : { server: [], generator: [] };
 })();
 
-/** Children still running, killed if the bench itself is interrupted. */
+/** Children still running, killed if the bench itself is interrupted (`track` adds one). */
 const running = new Set<Deno.ChildProcess>();
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(signal, () => {
@@ -31,7 +31,7 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     Deno.exit(130);
   });
 }
-function track(child: Deno.ChildProcess): Deno.ChildProcess {
+export function track(child: Deno.ChildProcess): Deno.ChildProcess {
   running.add(child);
   child.status.finally(() => running.delete(child));
   return child;
@@ -116,19 +116,21 @@ export interface Server {
 
 /**
  * Starts a server and waits for its `listening on http://` line. `root` is the checkout it runs
- * from (this one by default; another commit's worktree for a before/after arm).
+ * from (this one by default; another commit's worktree for a before/after arm); `pin` the
+ * pinning prefix (the server core's by default).
  */
 export async function startServer(
   name: ServerName,
-  { inspect = false, env = {}, root = ROOT }: {
+  { inspect = false, env = {}, root = ROOT, pin = pinning.server }: {
     inspect?: boolean;
     env?: Record<string, string>;
     root?: string;
+    pin?: string[];
   } = {},
 ): Promise<Server> {
   const port = freePort();
   const inspectPort = inspect ? freePort() : undefined;
-  const [cmd, ...args] = [...pinning.server, ...serverArgv(name, inspectPort)];
+  const [cmd, ...args] = [...pin, ...serverArgv(name, inspectPort)];
   const child = track(
     new Deno.Command(cmd, {
       args,

@@ -1,4 +1,5 @@
 /** The results table (medians and goal ratios) and the files full mode writes. */
+import { REDIS_ARGS } from "./cluster.ts";
 import { pinning, serverArgv, type ServerName } from "./procs.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -14,6 +15,8 @@ export interface Arm {
   env?: Record<string, string>;
   /** Runs from the `--base` checkout (the gateway before durable streams). */
   base?: boolean;
+  /** Cluster scenario: how many gateway nodes share the bench's Redis, and on which cores. */
+  cluster?: { nodes: number; spread?: boolean };
 }
 /** What one run measured. */
 export type Measured = Record<string, number | Record<string, number>>;
@@ -382,6 +385,163 @@ function groupRows(arms: Record<string, Measured[]>): string[][] {
   });
 }
 
+/** Medians of a per-name record over the runs, as `NAME 1.00, …` (largest first). */
+function byName(runs: Measured[], key: string): string {
+  const names = new Set(runs.flatMap((r) => Object.keys((r[key] ?? {}) as Record<string, number>)));
+  return [...names]
+    .map((name): [string, number] => [
+      name,
+      median(runs.map((r) => (r[key] as Record<string, number>)?.[name] ?? 0))!,
+    ])
+    .filter(([, v]) => v >= 0.005)
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, v]) => `${name.toUpperCase()} ${v.toFixed(2)}`)
+    .join(", ");
+}
+
+/**
+ * Scenario 9 as a table of its own, one column per arm: saturated throughput (÷ the one-node
+ * arm), delivery latency in both phases, Redis round trips and commands, CPU per message, the
+ * cores' load. Empty when the scenario did not run.
+ */
+function clusterTable(arms: Record<string, Measured[]>, labels: Record<string, Arm>): string {
+  const names = ["cluster_1node", "cluster_2nodes", "cluster_2cores"].filter((a) => arms[a]);
+  if (names.length === 0) return "";
+  const one = arms.cluster_1node ? medians(arms.cluster_1node)("satRate") : undefined;
+  const f = (digits: number) => (n: number) => n.toFixed(digits);
+  const cell = (arm: string, keys: string[], fmt = f(1)) =>
+    keys.map((key) => fmt(medians(arms[arm])(key))).join(" / ");
+  const offered = medians(arms[names[0]])("offered");
+  const rows: Array<[string, (arm: string) => string]> = [
+    ["saturated msgs/s (÷ 1 node)", (arm) => {
+      const rate = medians(arms[arm])("satRate");
+      const r = arm === "cluster_1node" ? undefined : ratio(rate, one);
+      return r === undefined ? k(rate) : `${k(rate)} (${x(r)})`;
+    }],
+    [
+      `steady (${k(offered)} msgs/s): send → delivered ms, p50 / p99 / max`,
+      (arm) => cell(arm, ["steadyP50", "steadyP99", "steadyMax"]),
+    ],
+    ["steady: send → sent ms, p50 / p99", (arm) => cell(arm, ["steadyAckP50", "steadyAckP99"])],
+    [
+      "saturated: send → delivered ms, p50 / p99 / max",
+      (arm) => cell(arm, ["satP50", "satP99", "satMax"], f(0)),
+    ],
+    ["steady: Redis round trips per msg", (arm) => cell(arm, ["steadyRequests"])],
+    ["… by command", (arm) => byName(arms[arm], "steadyRequestsByName")],
+    [
+      "Redis commands run per msg (scripts' included), steady / saturated",
+      (arm) => cell(arm, ["steadyCommands", "satCommands"]),
+    ],
+    [
+      "CPU µs/msg, steady: nodes / Redis",
+      (arm) => cell(arm, ["steadyNodesCpuUs", "steadyRedisCpuUs"], f(0)),
+    ],
+    [
+      "CPU µs/msg, saturated: nodes / Redis",
+      (arm) => cell(arm, ["satNodesCpuUs", "satRedisCpuUs"], f(0)),
+    ],
+    [
+      "steady: core 0 / core 1 busy % (generator)",
+      (arm) =>
+        `${cell(arm, ["steadyCore0", "steadyCore1"], f(0))} (${cell(arm, ["steadyGenCpu"], f(0))})`,
+    ],
+    [
+      "saturated: core 0 / core 1 busy % (generator)",
+      (arm) => `${cell(arm, ["satCore0", "satCore1"], f(0))} (${cell(arm, ["satGenCpu"], f(0))})`,
+    ],
+  ];
+  const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
+  return [
+    line(["9 cluster on Redis", ...names.map((a) => labels[a]?.label ?? a)]),
+    line(["---", ...names.map(() => "---")]),
+    ...rows.map(([metric, value]) => line([metric, ...names.map(value)])),
+  ].join("\n");
+}
+
+/**
+ * What limits the two-node ratio on this machine (scenario 9), from the run's medians: the
+ * CPU per message of each arm and what it predicts for the cores the arms have.
+ */
+function clusterLimits(arms: Record<string, Measured[]> | undefined): string {
+  if (!arms?.cluster_1node || !arms.cluster_2nodes) return "";
+  const one = medians(arms.cluster_1node);
+  const two = medians(arms.cluster_2nodes);
+  const us = (n: number) => n.toFixed(0);
+  const [n1, r1, n2, r2] = [
+    one("satNodesCpuUs"),
+    one("satRedisCpuUs"),
+    two("satNodesCpuUs"),
+    two("satRedisCpuUs"),
+  ];
+  const lines = [
+    `Every message of the two-node arms goes to a user held by the other node, so both nodes work
+on it: the sender's node looks the send's client id up (GET), tries to claim the receiver and
+learns who holds it (the claim script, EVAL), appends the sender's copy in a group commit of its
+own and sends the receiver's copy to the other node over pub/sub (PUBLISH, and one back with the
+receipt); the receiver's node appends it in its own group commit and delivers it. One node does
+all of it in one group commit, with no hop. At saturation (medians of the run above) a message
+costs the nodes ${us(n2)} µs of CPU against ${us(n1)} µs on one node (${x(n2 / n1)}) and Redis ${
+      us(r2)
+    } µs
+against ${us(r1)} µs (${x(r2 / r1)}); in the steady phase, ${
+      two("steadyRequests").toFixed(1)
+    } round trips to Redis against ${one("steadyRequests").toFixed(1)}.`,
+    `- The machine has 2 cores and the load generator needs part of one: the nodes, Redis and the
+  generator cannot each have a core. With both nodes and Redis on core 0 (the one-node arm's CPU),
+  throughput follows what a message costs there: (${us(n1)} + ${us(r1)}) ÷ (${us(n2)} + ${
+      us(r2)
+    }) predicts ${x((n1 + r1) / (n2 + r2))}; ${x(two("satRate") / one("satRate"))} measured.`,
+  ];
+  lines.push(
+    `- At the steady load (${
+      k(two("offered"))
+    } msgs/s) a group commit carries few messages, so a message costs more CPU
+  than at saturation: the nodes ${us(two("steadyNodesCpuUs"))} µs (one node: ${
+      us(one("steadyNodesCpuUs"))
+    } µs), and core 0 is ${two("steadyCore0").toFixed(0)} % busy with both nodes and Redis
+  on it, against ${
+      one("steadyCore0").toFixed(0)
+    } % with one node. A message to the other node also takes a longer path (the claim
+  script, then the hop over pub/sub, before the receiver's node appends it in a group commit of its
+  own): its delivery takes p50 ${two("steadyP50").toFixed(1)} / p99 ${
+      two("steadyP99").toFixed(1)
+    } ms against ${one("steadyP50").toFixed(1)} / ${one("steadyP99").toFixed(1)} ms on one node.
+  The machine's other processes (noted under the table) take part of both cores and weigh on these
+  p99s.`,
+  );
+  if (arms.cluster_2cores) {
+    const spread = medians(arms.cluster_2cores);
+    const core0 = spread("satNodesCpuUs") / 2 + spread("satRedisCpuUs");
+    lines.push(
+      `- With a core per node, core 0 still holds Redis and one node, which does half of the nodes'
+  work (the load is symmetric): ${us(core0)} µs per message there, against ${
+        us(n1 + r1)
+      } µs for one node with
+  Redis, predicts ${x((n1 + r1) / core0)}; ${
+        x(spread("satRate") / one("satRate"))
+      } measured (core 0 ${spread("satCore0").toFixed(0)} % busy with the run's processes, core 1 ${
+        spread("satCore1").toFixed(0)
+      } %,
+  the second node sharing it with the generator).`,
+    );
+  }
+  lines.push(
+    `- When every message crosses, each node spends about ${us(n2 / 2)} µs per message, against ${
+      us(n1)
+    } µs that one node
+  spends on a whole message that stays on it. By the same arithmetic, two nodes with a core each
+  and Redis on a third would deliver about ${
+      x(n1 / (n2 / 2))
+    } what one node with a core of its own does (Redis,
+  at ${us(r2)} µs a message, would allow ${
+      k(1e6 / r2)
+    } msgs/s): a second node adds throughput through the messages
+  that stay on one node (both users at the same node), not by sharing the work of a message.`,
+  );
+  return `\n## Two nodes on this machine: what limits the ratio\n\n${lines.join("\n")}\n`;
+}
+
 /** The table as Markdown: medians over the repetitions, then ratio and verdict. */
 export function report(
   results: Results,
@@ -419,8 +579,9 @@ export function report(
   rows.push(...resumeRows(results.resume ?? {}, labels));
   rows.push(...groupRows(results.group ?? {}));
   const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
+  const cluster = clusterTable(results.cluster ?? {}, labels);
   const table = [line(header), line(header.map(() => "---")), ...rows.map(line)]
-    .join("\n");
+    .join("\n") + (cluster ? `\n\n${cluster}` : "");
   return notes.length ? `${table}\n\n${notes.map((n) => `- ${n}`).join("\n")}` : table;
 }
 
@@ -465,10 +626,29 @@ async function comparisons(): Promise<string> {
   }
 }
 
+/**
+ * Scenarios run again (or added) by a full run restricted with `--scenarios`, merged into the
+ * figures of the run before: which scenarios, when, how and at which commit.
+ */
+export interface PartialRun {
+  scenarios: string[];
+  date: string;
+  args: string[];
+  commit: string;
+  reps: number;
+  seconds: number;
+}
+
 export async function writeReport(
   results: Results,
   notes: string[],
-  run: { sizes: unknown; reps: number; seconds: number; args: string[] },
+  run: {
+    sizes: unknown;
+    reps: number;
+    seconds: number;
+    args: string[];
+    partials?: PartialRun[];
+  },
   labels: Record<string, Arm> = {},
   /** The run's own date and machine, when the report is written again from its results. */
   recorded?: { date: string; environment: Record<string, string> },
@@ -481,11 +661,20 @@ export async function writeReport(
   ) => (p.length ? `\`${p.join(" ")}\`` : "nothing (fewer than 2 cores or no taskset)");
   const cmd = (name: ServerName) =>
     `${pin(pinning.server)}${serverArgv(name).join(" ").replace(Deno.execPath(), "deno")}`;
+  const redisArgs = REDIS_ARGS.map((a) => (a === "" ? '""' : a)).join(" ");
   const md = `# Benchmarks
 
 Generated by \`deno task bench${run.args.length ? " " + run.args.join(" ") : ""}\` on ${date}
-(${run.reps} repetitions per arm, ${run.seconds.toFixed(0)} s in all). Do not edit by hand:
-run it again. The same figures, per repetition, are in \`bench/results.json\`.
+(${run.reps} repetitions per arm, ${run.seconds.toFixed(0)} s in all)${
+    (run.partials ?? []).map((p) =>
+      `; the rows of ${p.scenarios.join(", ")} by \`deno task bench ${
+        p.args.join(" ")
+      }\` on ${p.date} at commit ${p.commit} (${p.reps} repetitions per arm, ${
+        p.seconds.toFixed(0)
+      } s)`
+    ).join("")
+  }. Do not edit by hand: run it again. The same figures, per repetition, are in
+\`bench/results.json\`.
 
 ## Machine
 
@@ -497,7 +686,7 @@ run it again. The same figures, per repetition, are in \`bench/results.json\`.
 ## Results (medians)
 
 ${report(results, notes, labels)}
-
+${clusterLimits(results.cluster)}
 ## How it is measured
 
 - The machine is shared: \`otherCpu\` in bench/results.json is the CPU (% of one core) that
@@ -563,6 +752,39 @@ ${report(results, notes, labels)}
   \`inflight\` at a time). Each message is copied into every member's durable stream. Latency:
   per delivered frame, from the start of its send request to its arrival; "send → reply" is the
   request's own round trip (answered once every copy is durable).
+- **9 cluster on Redis**: ${JSON.stringify((run.sizes as Record<string, unknown>).cluster)}; the
+  bench starts a \`redis-server\` of its own (loopback, a free port, a fresh directory on the
+  machine's disk, \`${redisArgs}\`: every acknowledged write
+  is fsynced, as docs/cluster.md recommends for production) and one or two gateway nodes on it
+  (\`STORE=redis\`, \`REDIS_URL\`, \`NODE_ID=bench-node-<i>\`, and the other scenarios' gateway
+  environment). \`clients\` users, one connection each: client i logs in and connects at node
+  i mod nodes, so its user's state (its claim) is held there; client i sends to client i xor 1,
+  which is at the other node in the two-node arms (every message crosses nodes: "send →
+  delivered" is the cross-node delivery latency) and at the same node in the one-node arm. A
+  message is a user \`send\` frame over the socket, as a chat app sends it, answered by \`sent\`
+  once the sender's and the receiver's streams have it in Redis. Steady phase: \`rate\` messages
+  per second in all, spread evenly over the second and the clients (an open loop); saturated
+  phase: each client keeps \`window\` sends in flight and sends the next on each \`sent\` (a
+  closed loop), so the nodes are the bottleneck and msgs/s is their throughput. Each phase is
+  warmed up for \`warmMs\` and measured for \`measureMs\`; after it every message sent must be
+  answered and delivered, or the run fails. Latency: from writing the send frame to the
+  receiver reading its \`message\` frame; "send → sent" to the sender's answer. "Commands
+  run" is every command Redis ran, the scripts' included (a group commit is one EVALSHA that
+  runs several per user), from \`INFO commandstats\` at both ends of the measured interval (the
+  bench's own INFO calls excluded), per message delivered. Redis round trips: the requests the
+  nodes send to Redis per message (a MULTI … EXEC block counts once; what a script runs does
+  not count), the nodes' heartbeats included (one MULTI per node per second). \`MONITOR\`, over
+  \`monitorMs\` more of the steady load after its measured interval, tells requests from the
+  commands scripts run; a command no script runs (EVALSHA, EVAL, PUBLISH, EXEC) is counted from
+  \`INFO commandstats\` over the measured interval, and one that scripts run too (GET) from
+  MONITOR's requests per message sent (MONITOR slows Redis down, and so changes how many
+  messages a group commit takes). bench/results.json has both by command name, and
+  \`total_reads_processed\` per message (the request batches Redis read). CPU per message: the
+  nodes' and Redis's CPU time (/proc/PID/stat) over the measured interval ÷ messages delivered;
+  "core busy %" is the CPU of the run's own processes pinned to each core (other load not
+  counted). Pinning: Redis and the nodes on core 0, the generator on core 1, so that "2 nodes, both
+  on core 0" has the CPU of "1 node" and its ratio is what crossing nodes costs; "one per core"
+  moves the second node to core 1, beside the generator (Redis stays on core 0).
 
 ## Commands
 
@@ -584,6 +806,14 @@ ${
   }
 # load generator:
 ${pin(pinning.generator)}node bench/load/gen.mjs '<json config>'
+# scenario 9 alone (replaces its rows in BENCHMARKS.md and bench/results.json, keeps the others)
+deno task bench --scenarios=cluster
+# scenario 9's Redis, then each node: the gateway command above without KV_PATH, with
+# STORE=redis REDIS_URL=redis://127.0.0.1:<port> NODE_ID=bench-node-<i> (the second node of
+# "one per core" pinned with ${pinned(pinning.generator)})
+${
+    pin(pinning.server)
+  }redis-server --port <port> --bind 127.0.0.1 ${redisArgs} --dir <fresh temp dir>
 \`\`\`
 ${await comparisons()}`;
   await Deno.writeTextFile(`${ROOT}BENCHMARKS.md`, md);

@@ -213,6 +213,9 @@ export class Connection implements SocketPort, RelayTarget {
       const connection = this.#connection;
       connection.touch(connection.#ctx.clock.now());
     }
+    overflow(): void {
+      this.#connection.#closeForConnectionRule("slow_consumer");
+    }
   };
 
   get closed(): boolean {

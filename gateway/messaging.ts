@@ -42,12 +42,17 @@ interface Receipt {
   deliveredTo: number;
 }
 
-/** In a cluster: appends `[uid, body]` pairs on the node holding those users; their receipts. */
+/**
+ * In a cluster: appends `[uid, body, once?]` on the node holding those users; their receipts.
+ * `once` names a user's send (see `receivedKey`): that copy is stored at most once per receiver.
+ */
 export type RemoteAppend = (
   node: string,
   appId: string,
-  items: Array<[string, string]>,
+  items: RemoteItem[],
 ) => Promise<Array<[number, number]>>;
+
+export type RemoteItem = [uid: string, body: string, once?: string];
 
 /** Where a receiver's stream is written: its state object here, or the node that holds it. */
 type Holder = UserState | OwnedElsewhere;
@@ -57,23 +62,61 @@ type Holder = UserState | OwnedElsewhere;
  * node; `commit` resolves once all are durable, here and there.
  */
 class AppendBatch {
-  readonly #remote = new Map<string, { items: Array<[string, string]>; receipts: Receipt[] }>();
+  readonly #remote = new Map<string, { items: RemoteItem[]; receipts: Receipt[] }>();
   readonly #local: UserState[] = [];
+  #settle!: { resolve: () => void; reject: (error: unknown) => void };
+  /** Settles with `commit`: one promise for every copy of the batch to wait on. */
+  readonly committed = new Promise<void>((resolve, reject) => {
+    this.#settle = { resolve, reject };
+  });
+
+  constructor() {
+    // Its failure is the commit's, answered there: waiting on it is optional.
+    this.committed.catch(() => {});
+  }
 
   add(holder: Holder, body: string, origin?: EventOrigin): Receipt {
     if (!(holder instanceof OwnedElsewhere)) {
       this.#local.push(holder);
       return holder.append(body, origin);
     }
+    return this.addRemote(holder, [holder.uid, body]);
+  }
+
+  /** A copy for a user held by another node, sent there at `commit`. */
+  addRemote(holder: OwnedElsewhere, item: RemoteItem): Receipt {
     let batch = this.#remote.get(holder.node);
     if (batch === undefined) this.#remote.set(holder.node, batch = { items: [], receipts: [] });
     const receipt = { seq: 0, deliveredTo: 0 };
-    batch.items.push([holder.uid, body]);
+    batch.items.push(item);
     batch.receipts.push(receipt);
     return receipt;
   }
 
+  /**
+   * The batch will not be committed (a step before failed): what it appended is written anyway
+   * with the next group commit, so those waiting on `committed` learn their write is in doubt.
+   */
+  abandon(error: unknown): void {
+    this.#settle.reject(error);
+  }
+
+  /** A local state whose write this batch waits for (and checks for a lost claim). */
+  track(state: UserState): void {
+    this.#local.push(state);
+  }
+
   async commit(users: UserStates, appId: string, remote: RemoteAppend | undefined): Promise<void> {
+    try {
+      await this.#commit(users, appId, remote);
+      this.#settle.resolve();
+    } catch (error) {
+      this.#settle.reject(error);
+      throw error;
+    }
+  }
+
+  async #commit(users: UserStates, appId: string, remote: RemoteAppend | undefined): Promise<void> {
     const calls = [...this.#remote].map(async ([node, batch]) => {
       if (remote === undefined) throw new OwnedElsewhere(node, appId, batch.items[0][0]);
       const answers = await remote(node, appId, batch.items);
@@ -121,18 +164,54 @@ export class Messaging {
 
   /**
    * In a cluster: another node's send appends these copies to users this node holds. One hop
-   * only: a user that moved on meanwhile fails the call (the sender is told to try again).
+   * only: a user that moved on meanwhile fails the call (the sender is told to try again). A
+   * copy named by `once` that is stored already is answered with its seq, not stored again.
    */
-  async appendHere(
-    appId: string,
-    items: Array<[string, string]>,
-  ): Promise<Array<[number, number]>> {
+  async appendHere(appId: string, items: RemoteItem[]): Promise<Array<[number, number]>> {
     return await this.#withStates(appId, items.map(([uid]) => uid), async (holders) => {
       const batch = new AppendBatch();
-      const receipts = items.map(([, body], i) => batch.add(holders[i], body));
+      let receipts: Receipt[];
+      try {
+        receipts = await Promise.all(items.map(([, body, once], i) => {
+          const holder = holders[i] as UserState;
+          if (once === undefined) return batch.add(holder, body);
+          batch.track(holder);
+          return this.#appendOnce(holder, body, once, batch.committed);
+        }));
+      } catch (error) {
+        batch.abandon(error);
+        throw error;
+      }
       await batch.commit(this.#users, appId, undefined);
       return receipts.map((r): [number, number] => [r.seq, r.deliveredTo]);
     }, false);
+  }
+
+  /**
+   * Appends a user's send to one receiver's stream unless it is there already (a retry of a
+   * send whose first attempt stored some copies): the receiver's send records remember each such
+   * copy under `once`. Resolves with the copy's receipt once it is appended (not yet durable:
+   * the caller commits `committed`'s batch).
+   */
+  async #appendOnce(
+    receiver: UserState,
+    body: string,
+    once: string,
+    committed: Promise<void>,
+  ): Promise<Receipt> {
+    const inFlight = receiver.sends.get(once);
+    if (inFlight !== undefined) return { seq: (await inFlight).seq, deliveredTo: 0 };
+    const kept = await this.#store.getSendRecord(receiver.appId, receiver.uid, once);
+    if (kept !== null) return { seq: kept.seq, deliveredTo: 0 };
+    // Another call for the same copy may have appended it while the store was read.
+    const raced = receiver.sends.get(once);
+    if (raced !== undefined) return { seq: (await raced).seq, deliveredTo: 0 };
+    const event = receiver.append(body);
+    // Only the seq is needed to answer a retry: the body is the sender's record's.
+    receiver.recordSend({ clientMessageId: once, body: "", seq: event.seq, at: event.at });
+    const outcome: SendOutcome = { body: "", seq: event.seq, duplicate: false };
+    this.#remember(receiver, once, committed.then(() => outcome), { outcome });
+    return event;
   }
 
   /** The uids of `uids` that do not exist. */
@@ -242,32 +321,67 @@ export class Messaging {
   ): Promise<SendOutcome> {
     const cid = send.clientMessageId;
     const earlier = sender.sends.get(cid);
-    if (earlier !== undefined) return earlier.then((outcome) => ({ ...outcome, duplicate: true }));
+    if (earlier !== undefined) {
+      return earlier.then(async (outcome) => {
+        await this.#redeliver(sender, send, outcome);
+        return { ...outcome, duplicate: true };
+      });
+    }
     // The sender's state object stays in memory until its copy is appended: a sender without a
     // connection could otherwise be evicted while the send waits on the store, and the object
     // loaded next for the same stream would hand out the same seqs again.
     sender.pin();
-    const work = this.#sendAsUser(sender, session, send, frameId).finally(() => sender.unpin());
-    sender.sends.set(cid, work);
-    if (sender.sends.size > SENDS_IN_MEMORY) {
-      sender.sends.delete(sender.sends.keys().next().value!);
-    }
-    // A refused or failed send is not remembered: it created nothing, and may be tried again.
-    work.catch(() => {
-      if (sender.sends.get(cid) === work) sender.sends.delete(cid);
-    });
+    const staged: { outcome?: SendOutcome } = {};
+    const work = this.#sendAsUser(sender, session, send, staged, frameId)
+      .finally(() => sender.unpin());
+    this.#remember(sender, cid, work, staged);
     return work;
+  }
+
+  /**
+   * Remembers a send (or a receiver's copy of one) under `key` for idempotent retries. A refused
+   * or failed one is forgotten (it created nothing, and may be tried again), except one whose
+   * write is in doubt: appended (`staged`), then not confirmed in time. Its write is retried
+   * and may still land, so a retry waits for it instead of appending the message again.
+   */
+  #remember(
+    state: UserState,
+    key: string,
+    work: Promise<SendOutcome>,
+    staged: { outcome?: SendOutcome },
+  ): void {
+    state.sends.set(key, work);
+    if (state.sends.size > SENDS_IN_MEMORY) state.sends.delete(state.sends.keys().next().value!);
+    work.catch(() => {
+      if (state.sends.get(key) !== work) return;
+      const outcome = staged.outcome;
+      if (outcome === undefined || state.lost) return void state.sends.delete(key);
+      const eventually = this.#users.runtime.durable().then(() => {
+        // Given up (another node holds the user now): nothing of it was written.
+        if (state.lost) throw new GatewayError("ERR_SERVICE_UNAVAILABLE", LOST_USER);
+        return outcome;
+      });
+      state.sends.set(key, eventually);
+      eventually.catch(() => {
+        if (state.sends.get(key) === eventually) state.sends.delete(key);
+      });
+    });
   }
 
   async #sendAsUser(
     sender: UserState,
     session: LiveSession,
     send: UserSend,
+    staged: { outcome?: SendOutcome },
     frameId?: string | number,
   ): Promise<SendOutcome> {
     const appId = sender.appId;
     const kept = await this.#store.getSendRecord(appId, sender.uid, send.clientMessageId);
-    if (kept !== null) return { body: kept.body, seq: kept.seq, duplicate: true };
+    if (kept !== null) {
+      const outcome = { body: kept.body, seq: kept.seq, duplicate: true };
+      await this.#redeliver(sender, send, outcome);
+      return outcome;
+    }
     const receivers = await this.#receiversOf(appId, sender.uid, send.receiverType, send.receiver);
     const message: Message = {
       ...send.message,
@@ -282,21 +396,89 @@ export class Messaging {
     };
     const body = encodeMessage(message);
     const others = receivers.filter((uid) => uid !== sender.uid);
+    const origin: EventOrigin = { session, frameId };
     return await this.#withStates(appId, others, async (states) => {
       const batch = new AppendBatch();
-      for (const state of states) batch.add(state, body);
-      const origin: EventOrigin = { session, frameId };
+      if (this.remote === undefined) { for (const state of states) batch.add(state, body); }
+      else {
+        // In a cluster every receiver's copy is stored once (a retry finds it): the copies held
+        // by other nodes first, then the local ones with the sender's copy and record, in one
+        // write. So a send is recorded as done only when every copy is stored, and `sent` is
+        // never given for a send that is not.
+        const once = receivedKey(sender.uid, send.clientMessageId);
+        const elsewhere = states.filter((state) => state instanceof OwnedElsewhere);
+        if (elsewhere.length > 0) await this.#deliverOnce(appId, elsewhere, body, once);
+        if (sender.lost) throw new GatewayError("ERR_SERVICE_UNAVAILABLE", LOST_USER);
+        const here = states.filter((state) => !(state instanceof OwnedElsewhere));
+        await this.#appendEachOnce(batch, here, body, once);
+      }
       const own = sender.append(body, origin);
+      batch.track(sender);
       sender.recordSend({
         clientMessageId: send.clientMessageId,
         body,
         seq: own.seq,
         at: own.at,
       });
-      await batch.commit(this.#users, appId, this.remote);
-      if (sender.lost) throw new GatewayError("ERR_SERVICE_UNAVAILABLE", LOST_USER);
+      staged.outcome = { body, seq: own.seq, duplicate: false };
+      await batch.commit(this.#users, appId, undefined);
       return { body, seq: own.seq, duplicate: false };
     });
+  }
+
+  /**
+   * Stores a user's send for every receiver (`holders`), each copy at most once: on this node
+   * through the receiver's send records, on the others by their holders, the same way.
+   */
+  async #deliverOnce(appId: string, holders: Holder[], body: string, once: string): Promise<void> {
+    const batch = new AppendBatch();
+    await this.#appendEachOnce(batch, holders, body, once);
+    await batch.commit(this.#users, appId, this.remote);
+  }
+
+  /** Adds each holder's copy to `batch` unless stored already (see `#appendOnce`). */
+  async #appendEachOnce(
+    batch: AppendBatch,
+    holders: Holder[],
+    body: string,
+    once: string,
+  ): Promise<void> {
+    try {
+      await Promise.all(holders.map((holder) => {
+        if (holder instanceof OwnedElsewhere) {
+          return batch.addRemote(holder, [holder.uid, body, once]);
+        }
+        batch.track(holder);
+        return this.#appendOnce(holder, body, once, batch.committed);
+      }));
+    } catch (error) {
+      batch.abandon(error);
+      throw error;
+    }
+  }
+
+  /**
+   * A retry of a send already recorded (in memory or in the store). In a cluster, its copies
+   * are stored again where they are missing (each at most once): a first attempt may have been
+   * cut between them, by a node that died or a user that moved.
+   */
+  async #redeliver(sender: UserState, send: UserSend, outcome: SendOutcome): Promise<void> {
+    if (this.remote === undefined) return;
+    const appId = sender.appId;
+    const receivers = await this.#receiversOf(appId, sender.uid, send.receiverType, send.receiver)
+      .catch(() => [] as string[]);
+    const others = receivers.filter((uid) => uid !== sender.uid);
+    await this.#withStates(
+      appId,
+      others,
+      (states) =>
+        this.#deliverOnce(
+          appId,
+          states,
+          outcome.body,
+          receivedKey(sender.uid, send.clientMessageId),
+        ),
+    );
   }
 
   /** Who receives a user's message: the user, or every member of the group. */
@@ -371,6 +553,15 @@ function checkedSize(body: string): string {
     });
   }
   return body;
+}
+
+/**
+ * The name of a receiver's copy of a user's send among the receiver's send records (cluster
+ * only). It starts with a control character, which the gateway never writes in a client's id of
+ * its own; a client that sends one anyway only makes its own send look done.
+ */
+function receivedKey(sender: string, clientMessageId: string): string {
+  return `\u0001${sender}\u0001${clientMessageId}`;
 }
 
 function userMessageId(appId: string, uid: string, clientMessageId: string): string {

@@ -14,7 +14,7 @@ import { type ConnectionSample, EventLoopLagSampler, GatewayMetrics } from "./me
 import { DeadlineWheel } from "./deadline_wheel.ts";
 import { createApp } from "./app.ts";
 import { KeyedRateLimiter } from "./rate_limit.ts";
-import { Messaging } from "./messaging.ts";
+import { Messaging, type RemoteItem } from "./messaging.ts";
 import { PresenceHub } from "./presence.ts";
 import type { LiveRelays } from "./relays.ts";
 import type { GatewayServices } from "./services.ts";
@@ -71,14 +71,18 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
   const config = loadConfig(options.env ?? {}, {}, options.config);
   const log = options.logger ?? createLogger(config.logLevel);
   const clock = options.clock ?? systemClock;
+  /** The store's connection closes because the gateway stops: not an incident. */
+  let storeClosing = false;
   // Redis's modules (ioredis, node:net) are loaded only for STORE=redis: the default and the
   // edge path stay free of them.
   const redisStore = options.store === undefined && config.store === "redis"
     ? await (await import("./store/redis.ts")).RedisStore.open(config.redisUrl, {
       prefix: config.redisPrefix,
       connectionName: "gateway-store",
-      onConnectedChange: (connected, error) =>
-        connected ? log.info("store.redis_connected") : log.error("store.redis_lost", { error }),
+      onConnectedChange: (connected, error) => {
+        if (connected) log.info("store.redis_connected");
+        else if (!storeClosing) log.error("store.redis_lost", { error });
+      },
     })
     : null;
   const store = options.store ??
@@ -266,7 +270,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
     messaging.remote = async (node, appId, items) =>
       await cluster.bus.request(node, "append", { appId, items }) as Array<[number, number]>;
     cluster.bus.handle("append", (body) => {
-      const { appId, items } = body as { appId: string; items: Array<[string, string]> };
+      const { appId, items } = body as { appId: string; items: RemoteItem[] };
       return messaging.appendHere(appId, items);
     });
     cluster.bus.handle("handoff", (body) => {
@@ -426,6 +430,7 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
       // Leaving the cluster makes this node dead at once: another node takes its users over
       // and runs their background deadlines.
       await cluster?.stop();
+      storeClosing = true;
       await store.close();
     })();
 

@@ -51,7 +51,7 @@ import {
   type SessionLiveness,
   step,
 } from "./liveness.ts";
-import { type ClusterPort, HOLDER_UNANSWERED, OwnedElsewhere } from "./cluster/port.ts";
+import { type ClusterPort, HolderUnanswered, OwnedElsewhere } from "./cluster/port.ts";
 import { GatewayError } from "./errors.ts";
 import {
   FencedWriteError,
@@ -1174,9 +1174,7 @@ export class UserStates {
         const answer = await cluster.requestHandoff(result.owner, appId, uid);
         // A holder that does not answer gets no more work (nor a relay): 503, and the client
         // tries again, by when the node answers or its users are taken over.
-        if (answer === "unanswered") {
-          throw new GatewayError("ERR_SERVICE_UNAVAILABLE", HOLDER_UNANSWERED);
-        }
+        if (answer === "unanswered") throw new HolderUnanswered(result.owner);
         if (answer === "refused") throw new OwnedElsewhere(result.owner, appId, uid);
       }
     }

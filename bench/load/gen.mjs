@@ -45,12 +45,13 @@ const SIO_HEARTBEAT_REPLY = textFrame("3");
 // ---- HTTP (gateway login and user creation) ----
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-function post(path, body, headers = {}) {
+/** A POST to the server (in the cluster scenario: to the node at `toPort`). */
+function post(path, body, headers = {}, toPort = port) {
   return new Promise((resolve, reject) => {
     const data = JSON.stringify(body);
     const req = http.request({
       host,
-      port,
+      port: toPort,
       path,
       method: "POST",
       agent,
@@ -105,13 +106,18 @@ async function createUsers() {
 
 // ---- connections ----
 
-/** Logs in session i (gateway) and returns its credential. */
-async function login(i, mode = "auto") {
-  const res = await post(`/v1/apps/${DEV.appId}/login`, {
-    uid: uidOf(i),
-    authKey: DEV.authKey,
-    mode,
-  });
+/** Logs in session i (gateway) at the node on `toPort` and returns its credential. */
+async function login(i, mode = "auto", toPort = port) {
+  const res = await post(
+    `/v1/apps/${DEV.appId}/login`,
+    {
+      uid: uidOf(i),
+      authKey: DEV.authKey,
+      mode,
+    },
+    {},
+    toPort,
+  );
   if (res.status !== 200) throw new Error(`login: ${res.status} ${res.body}`);
   return JSON.parse(res.body).session.credential;
 }
@@ -119,9 +125,13 @@ async function login(i, mode = "auto") {
 /**
  * Login (gateway; skipped when a `credential` from an earlier login is given), upgrade and
  * handshake of connection i; resolves to an open Conn. With `socketLogin` the gateway
- * socket opens without a credential and the connect frame logs in (one round trip).
+ * socket opens without a credential and the connect frame logs in (one round trip). `toPort`
+ * is the server (the cluster scenario's node) it logs in and connects at.
  */
-async function open(i, { mode = "auto", appState, credential, socketLogin, resume } = {}) {
+async function open(
+  i,
+  { mode = "auto", appState, credential, socketLogin, resume, toPort = port } = {},
+) {
   let path = PATH[kind];
   let protocol;
   let loginInConnect;
@@ -130,11 +140,11 @@ async function open(i, { mode = "auto", appState, credential, socketLogin, resum
     protocol = "liveness.v1";
     loginInConnect = { appId: DEV.appId, uid: uidOf(i), authKey: DEV.authKey, mode };
   } else if (kind === "gateway") {
-    credential ??= await login(i, mode);
+    credential ??= await login(i, mode, toPort);
     path = `/v1/ws?credential=${encodeURIComponent(credential)}`;
     protocol = "liveness.v1";
   }
-  const conn = await connect({ host, port, path, protocol });
+  const conn = await connect({ host, port: toPort, path, protocol });
   if (kind === "sio") {
     await conn.next(); // engine.io open packet `0{...}`
     conn.send(textFrame("40"));
@@ -605,7 +615,143 @@ async function group() {
   });
 }
 
-const scenarios = { ceiling, steady, memory, storm, fanout, deadline, resume, group };
+/**
+ * 9. Cluster: `clients` users, one connection each, client i logged in and connected at node
+ * `ports[i % ports.length]`; client i sends its messages (user `send` frames) to client i ^ 1,
+ * which is at the other node when there are two. Two phases, each warmed up for `warmMs` and
+ * measured for `measureMs` between two marks (the orchestrator reads Redis and the processes'
+ * CPU at each mark, then says go): "steady", `rate` messages per second in all, spread evenly
+ * over the clients and the second (an open loop); "saturated", each client keeps `window`
+ * sends in flight, the next one sent when a `sent` answers one (a closed loop). The steady
+ * phase goes on for `monitorMs` more between two marks of its own (`steady_extra_*`, where the
+ * orchestrator counts the nodes' Redis requests with MONITOR). Per delivered message: from
+ * writing its send frame to the receiver reading its `message` frame; per send: to its `sent`.
+ * After each phase every message sent must have been answered and delivered.
+ */
+async function cluster() {
+  const n = cfg.clients;
+  const ports = cfg.ports;
+  const conns = await pool(n, 50, (i) => open(i, { toPort: ports[i % ports.length] }));
+  const receiverOf = conns.map((_, i) => JSON.stringify(uidOf(i ^ 1)));
+  const SLOTS = 1 << 20;
+  const sentAt = new Float64Array(SLOTS);
+  const marker = Buffer.from('"text":"c');
+  let next = 0;
+  let delivered = 0;
+  let acked = 0;
+  let measuring = false;
+  let latencies = [];
+  let ackMs = [];
+  let closedLoop = false;
+  const errors = [];
+  const send = (i) => {
+    const k = next++;
+    sentAt[k & (SLOTS - 1)] = performance.now();
+    conns[i].send(textFrame(
+      `{"type":"send","id":${k},"clientMessageId":"c${k}","receiverType":"user",` +
+        `"receiver":${receiverOf[i]},"message":{"kind":"text","text":"c${k}"}}`,
+    ));
+  };
+  /** The message number in a `message` or `sent` frame (its text is `c<k>`). */
+  const numberIn = (payload) => {
+    const at = payload.indexOf(marker);
+    if (at < 0) return -1;
+    let k = 0;
+    for (let p = at + marker.length; payload[p] !== 0x22; p++) k = k * 10 + payload[p] - 0x30;
+    return k;
+  };
+  conns.forEach((conn, i) => {
+    handle(conn, (payload) => {
+      // `{"type":"message"…`, `{"type":"sent"…`, `{"type":"error"…`: the 10th byte tells them.
+      const t = payload[9];
+      if (t === 0x6d /* m */) {
+        const k = numberIn(payload);
+        if (k < 0) return;
+        delivered++;
+        if (measuring) latencies.push(performance.now() - sentAt[k & (SLOTS - 1)]);
+      } else if (t === 0x73 /* s */ && payload[10] === 0x65 /* e */) {
+        const k = numberIn(payload);
+        acked++;
+        if (measuring) ackMs.push(performance.now() - sentAt[k & (SLOTS - 1)]);
+        if (closedLoop) send(i);
+      } else if (t === 0x65 /* e */) {
+        errors.push(String(payload));
+      }
+    });
+    conn.closed.then(() => errors.push(`connection ${i} closed (${conn.closeCode})`));
+  });
+  const mark = async (at) => {
+    emit("mark", { at });
+    await waitGo();
+    return { t: performance.now(), sent: next, delivered, acked, cpu: cpuMs() };
+  };
+  const check = () => {
+    if (errors.length > 0) {
+      throw new Error(`cluster: ${errors.length} errors, e.g. ${errors[0].slice(0, 300)}`);
+    }
+  };
+  /** Every message sent so far answered and delivered (or a failure). */
+  const drain = async () => {
+    const until = performance.now() + cfg.drainMs;
+    while ((acked < next || delivered < next) && performance.now() < until) await sleep(10);
+    check();
+    if (acked < next || delivered < next) {
+      throw new Error(`cluster: of ${next} sent, ${acked} answered, ${delivered} delivered`);
+    }
+  };
+  /**
+   * A phase: warm-up, the measured interval, then (`extra` ms, load going on) the interval
+   * `<name>_extra` for what would disturb the measurement (the orchestrator's MONITOR).
+   */
+  const phase = async (name, start, stop, extra = 0) => {
+    start();
+    await sleep(cfg.warmMs);
+    const a = await mark(`${name}_start`);
+    [latencies, ackMs, measuring] = [[], [], true];
+    await sleep(cfg.measureMs);
+    measuring = false;
+    const b = await mark(`${name}_end`);
+    let extraSent = 0;
+    if (extra > 0) {
+      const c = await mark(`${name}_extra_start`);
+      await sleep(extra);
+      extraSent = (await mark(`${name}_extra_end`)).sent - c.sent;
+    }
+    stop();
+    check();
+    await drain();
+    return {
+      delivered: b.delivered - a.delivered,
+      rate: ((b.delivered - a.delivered) / (b.t - a.t)) * 1000,
+      latency: percentiles(latencies),
+      ackMs: percentiles(ackMs),
+      genCpu: (b.cpu - a.cpu) / (b.t - a.t),
+      extraSent,
+    };
+  };
+
+  let timer;
+  const steadyResult = await phase(
+    "steady",
+    () => {
+      const t0 = performance.now();
+      const first = next;
+      timer = setInterval(() => {
+        const due = first + Math.floor(((performance.now() - t0) * cfg.rate) / 1000);
+        while (next < due) send(next % n);
+      }, 1);
+    },
+    () => clearInterval(timer),
+    cfg.monitorMs,
+  );
+  const saturated = await phase("saturated", () => {
+    closedLoop = true;
+    for (let w = 0; w < cfg.window; w++) for (let i = 0; i < n; i++) send(i);
+  }, () => (closedLoop = false));
+  emit("result", { clients: n, nodes: ports.length, steady: steadyResult, saturated });
+}
+
+const scenarios = { ceiling, steady, memory, storm, fanout, deadline, resume, group, cluster };
 try {
   const t0 = performance.now();
   if (kind === "gateway") await createUsers();

@@ -3,7 +3,7 @@
  * one node (with a reply, or a timeout), and broadcasts to all. Pub/sub keeps no message for a
  * node that is not listening, so nothing here is relied on for durability: a request that gets
  * no reply fails (and its caller fails or retries), and what must not be lost goes through the
- * store first. ioredis subscribes again after a reconnect.
+ * store first. The bus subscribes again after each reconnect.
  */
 import type { Redis } from "ioredis";
 
@@ -67,8 +67,14 @@ export class Bus {
     options: { prefix: string; nodeId: string; timeoutMs: number },
   ): Promise<Bus> {
     const bus = new Bus(pub, sub, options.prefix, options.nodeId, options.timeoutMs);
+    const channels = [bus.#channel(options.nodeId), bus.#channel("*all")];
     sub.on("message", (_channel: string, text: string) => bus.#receive(text));
-    await sub.subscribe(bus.#channel(options.nodeId), bus.#channel("*all"));
+    // After each reconnect (`sub` has autoResubscribe off): a failure here means the connection
+    // dropped again, and the next reconnect subscribes again.
+    sub.on("ready", () => {
+      if (!bus.#closed) sub.subscribe(...channels).catch(() => {});
+    });
+    await sub.subscribe(...channels);
     return bus;
   }
 

@@ -10,7 +10,7 @@ import { RedisKeys } from "../store/redis_keys.ts";
 import type { UserClaim } from "../store/types.ts";
 import { Bus } from "./bus.ts";
 import { NodeRegistry, type UserRef } from "./nodes.ts";
-import { type ClusterPort, type HandoffAnswer, OwnedElsewhere } from "./port.ts";
+import { type ClusterPort, type HandoffAnswer, HolderUnanswered, OwnedElsewhere } from "./port.ts";
 
 export interface ClusterOptions {
   redisUrl: string;
@@ -94,6 +94,9 @@ export class Cluster implements ClusterPort {
         // Fail fast while Redis is away: callers refuse or retry, nothing waits in a queue.
         enableOfflineQueue: false,
         maxRetriesPerRequest: 1,
+        // ioredis's own resubscribe after a reconnect leaves its promise unhandled: a drop right
+        // after the reconnect then rejects it and ends the process. The bus resubscribes itself.
+        autoResubscribe: false,
         retryStrategy: (attempt) => Math.min(100 * 2 ** attempt, 2_000),
       });
       redis.on("error", () => {/* reported through failed commands and readiness */});
@@ -238,9 +241,12 @@ export class Cluster implements ClusterPort {
             try {
               await this.#handlers!.adopt(user);
             } catch (error) {
-              // Held by a live node now (its client came back there): nothing to take over.
+              // Held by another live node now (its client came back there), answering or not:
+              // nothing to take over (should that node die, its own reaping takes the user).
               // Any other failure leaves the claim for the next round.
-              if (!(error instanceof OwnedElsewhere)) throw error;
+              if (!(error instanceof OwnedElsewhere || error instanceof HolderUnanswered)) {
+                throw error;
+              }
             }
             await this.registry.forgetClaim(dead, user);
           }));

@@ -20,9 +20,17 @@ export interface ClusterPort {
 
 export type HandoffAnswer = "done" | "refused" | "unanswered";
 
-/** The answer while the node holding a user does not answer (it may have died). */
-export const HOLDER_UNANSWERED = "The node of the cluster that holds this user does not answer; " +
-  "try again (a dead node's users are taken over within NODE_TTL_MS).";
+/** The node holding a user does not answer (it may have died): 503, the client tries again. */
+export class HolderUnanswered extends GatewayError {
+  constructor(readonly node: string) {
+    super(
+      "ERR_SERVICE_UNAVAILABLE",
+      "The node of the cluster that holds this user does not answer; try again (a dead " +
+        "node's users are taken over within NODE_TTL_MS).",
+    );
+    this.name = "HolderUnanswered";
+  }
+}
 
 /**
  * The user is held by another live node: the work goes there (`node`). Where it cannot be

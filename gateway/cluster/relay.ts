@@ -53,6 +53,8 @@ type Op =
   | ["r", string, TransportRefusedFrame]
   /** The socket is gone (edge → holder). */
   | ["g", string]
+  /** The edge closed the socket: it stopped reading, past the output limit (edge → holder). */
+  | ["s", string]
   /** The client's heartbeats were answered at the edge: life, for the idle rule (edge → holder). */
   | ["l", string]
   /** Close the socket: code, reason, last frame (holder → edge). */
@@ -155,6 +157,11 @@ export class RemoteWire implements WireSocket {
         return events.frameRefused(op[2]);
       case "g":
         return this.gone();
+      case "s":
+        if (events.overflow === undefined) return this.gone();
+        this.#closed = true;
+        this.relays.forgetRemote(this);
+        return events.overflow();
       case "l":
         return events.alive?.();
     }
@@ -384,7 +391,7 @@ export class SocketRelays {
 
   #closeEdge(relay: EdgeRelay, reason: "slow_consumer" | "server_shutdown"): void {
     if (!this.forgetEdge(relay)) return;
-    this.queue(relay.holder, ["g", relay.rid]);
+    this.queue(relay.holder, [reason === "slow_consumer" ? "s" : "g", relay.rid]);
     const { code, text } = this.#options.closing(reason);
     relay.wire.close(code, reason, text);
   }
@@ -413,11 +420,12 @@ export class SocketRelays {
         case "c":
         case "r":
         case "g":
+        case "s":
         case "l": {
           const wire = this.#remote.get(rid);
           if (wire !== undefined && wire.edge === from) wire.deliver(op);
           // A frame for a socket whose edge does not know it is gone: the edge is told.
-          else if (op[0] !== "g" && op[0] !== "l") {
+          else if (op[0] !== "g" && op[0] !== "s" && op[0] !== "l") {
             this.queue(from, ["x", rid, 1012, "server_shutdown", null]);
           }
           break;

@@ -58,6 +58,11 @@ export interface WireEvents {
    * cluster, answered there (gateway/cluster/relay.ts). It counts for the idle rule.
    */
   alive?(): void;
+  /**
+   * The peer stopped reading and its socket was closed where it is, past the output limit (a
+   * socket relayed from another node of a cluster): the connection ends as `slow_consumer`.
+   */
+  overflow?(): void;
 }
 
 /** Why a WebSocket layer refused a frame (close reasons of the contract's table). */

@@ -43,6 +43,11 @@ export interface StreamClientOptions {
   ready(): Promise<GatewayTarget>;
   /** History page size when catching up. */
   pageSize?: number;
+  /**
+   * An error frame ERR_SERVICE_UNAVAILABLE answering the handshake (a cluster whose node cannot
+   * take the user now) means "connect again shortly", not a violation. Default: a violation.
+   */
+  retryUnavailable?: boolean;
 }
 
 /** How an event reached the client. */
@@ -80,6 +85,15 @@ export interface StreamClientCounters {
   historyPages: number;
   /** Error codes answered to send frames. */
   sendErrors: Record<string, number>;
+  /** WebSocket upgrades answered with another status than 101 (tried again), by status. */
+  upgradeRefusals: Record<string, number>;
+  /** Handshakes answered ERR_SERVICE_UNAVAILABLE (with `retryUnavailable`; tried again). */
+  handshakesUnavailable: number;
+  /**
+   * HTTP requests tried again, by route and what came back: `send:503`, `history:no_answer`
+   * (the connection failed or dropped before the whole answer)...
+   */
+  httpRetried: Record<string, number>;
 }
 
 /** Error codes a send may get while the gateway stops; the client sends again later. */
@@ -132,6 +146,9 @@ export class StreamClient {
     duplicateAnswers: 0,
     historyPages: 0,
     sendErrors: {},
+    upgradeRefusals: {},
+    handshakesUnavailable: 0,
+    httpRetried: {},
   };
 
   readonly #pending = new Map<string, PendingSend>();
@@ -304,6 +321,8 @@ export class StreamClient {
         continue;
       }
       if (raw.status !== 101) {
+        const status = String(raw.status);
+        this.counters.upgradeRefusals[status] = (this.counters.upgradeRefusals[status] ?? 0) + 1;
         raw.close(); // draining (503) or not up yet
         await this.#sleep(50);
         continue;
@@ -403,6 +422,15 @@ export class StreamClient {
           this.counters.sendErrors[frame.errorCode] = (this.counters.sendErrors[frame.errorCode] ??
             0) + 1;
         }
+        if (
+          link.phase === "handshake" && !mine && this.#options.retryUnavailable &&
+          frame.errorCode === "ERR_SERVICE_UNAVAILABLE"
+        ) {
+          // This connection is over (the gateway closes it too); the loop connects again.
+          this.counters.handshakesUnavailable++;
+          this.#dropLink(1000);
+          return;
+        }
         const pending = this.#pending.get(id);
         if (pending === undefined) {
           // An answer to a send already answered otherwise (its copy came back in a replay
@@ -492,11 +520,13 @@ export class StreamClient {
             this.#violation(`history page refused: ${res.status} ${JSON.stringify(body)}`);
             return;
           }
+          this.#retried(`history:${res.status}`);
           await this.#sleep(50);
           continue;
         }
         page = HistoryPageSchema.parse(body);
       } catch {
+        this.#retried("history:no_answer");
         await this.#sleep(50); // the gateway went away: the connection ends too
         continue;
       }
@@ -588,12 +618,14 @@ export class StreamClient {
           body: JSON.stringify(send),
         });
       } catch {
+        this.#retried("send:no_answer");
         continue; // no answer: it may or may not have been sent; the retry tells
       }
       let body: unknown;
       try {
         body = await res.json();
       } catch {
+        this.#retried("send:no_answer");
         continue; // the connection dropped in the middle of the answer
       }
       if (res.status === 200) {
@@ -611,7 +643,12 @@ export class StreamClient {
         this.#violation(`HTTP send refused: ${res.status} ${JSON.stringify(body)}`);
         throw new Error(`${this.name}: HTTP send refused with ${res.status}`);
       }
+      this.#retried(`send:${res.status}`);
     }
+  }
+
+  #retried(what: string): void {
+    this.counters.httpRetried[what] = (this.counters.httpRetried[what] ?? 0) + 1;
   }
 
   // ---- writing ----
