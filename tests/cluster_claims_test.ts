@@ -83,8 +83,11 @@ redisTest(
       await store.saveUserStates([change("u1", old, 1)]);
       // While n1 is alive, n2 cannot take u1.
       assert.deepEqual(await n2.claim({ appId: "app", uid: "u1" }), { owner: "n1" });
-      // n1's key goes (it died, or was cut off past its TTL): n2 takes u1 over, with a larger fence.
+      // n1's key goes (it died, or was cut off past its TTL). A node that has not seen Redis
+      // answer for a TTL yet (after an outage) does not take u1: n1 may be renewing its key.
       await n1.leave();
+      assert.deepEqual(await n2.claim({ appId: "app", uid: "u1" }, false), { owner: "n1" });
+      // Past that, n2 takes u1 over, with a larger fence.
       const taken = await n2.claim({ appId: "app", uid: "u1" }) as UserClaim;
       assert.equal(taken.node, "n2");
       assert.ok(taken.fence > old.fence);

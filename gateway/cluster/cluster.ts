@@ -6,6 +6,7 @@
 import { Redis } from "ioredis";
 import { GatewayError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { isConnectionError } from "../store/guard.ts";
 import { RedisKeys } from "../store/redis_keys.ts";
 import type { UserClaim } from "../store/types.ts";
 import { Bus } from "./bus.ts";
@@ -132,10 +133,15 @@ export class Cluster implements ClusterPort {
 
   async claim(appId: string, uid: string): Promise<UserClaim | { owner: string }> {
     try {
-      return await this.registry.claim({ appId, uid });
-    } catch {
+      // Users of nodes whose key is gone are taken only once this node has seen Redis answer
+      // for a TTL (as the reaping): after an outage every live node gets to renew its key.
+      return await this.registry.claim({ appId, uid }, this.#settled());
+    } catch (error) {
       // Redis is away: the caller is answered 503 at once, and nothing was changed.
-      throw new GatewayError("ERR_SERVICE_UNAVAILABLE", REDIS_AWAY);
+      if (this.#redis.status !== "ready" || isConnectionError(error)) {
+        throw new GatewayError("ERR_SERVICE_UNAVAILABLE", REDIS_AWAY);
+      }
+      throw error;
     }
   }
 
@@ -177,8 +183,7 @@ export class Cluster implements ClusterPort {
         this.#reachableSince = null;
         this.#options.log.warn("cluster.heartbeat_failed", { error: String(error) });
       });
-      const settled = this.#reachableSince !== null &&
-        performance.now() - this.#reachableSince >= this.#options.ttlMs;
+      const settled = this.#settled();
       if (this.#reachableSince !== null) await this.#watchPeers();
       if (settled && !this.#reaping) void this.#reap();
       this.#arm();
@@ -210,6 +215,12 @@ export class Cluster implements ClusterPort {
       this.#handlers?.redisReset();
     }
     this.#redisIncarnation = incarnation;
+  }
+
+  /** Redis has answered every heartbeat for a TTL: every live node has renewed its key. */
+  #settled(): boolean {
+    return this.#reachableSince !== null &&
+      performance.now() - this.#reachableSince >= this.#options.ttlMs;
   }
 
   /** Ends the relays with peers whose key is gone (they died, or were cut off for a TTL). */

@@ -26,7 +26,7 @@ local current = redis.call('GET', KEYS[1])
 if current then
   local node, fence = string.match(current, '^(%S+) (%d+)$')
   if node == ARGV[1] then return {node, tonumber(fence)} end
-  if redis.call('EXISTS', ARGV[2] .. node) == 1 then return {node, -1} end
+  if ARGV[4] ~= '1' or redis.call('EXISTS', ARGV[2] .. node) == 1 then return {node, -1} end
 end
 local fence = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. fence)
@@ -43,6 +43,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 `;
+
+/** The claim script as a command of the connection (ioredis `defineCommand`: EVALSHA). */
+interface ClaimCommands {
+  claimUser(...args: string[]): Promise<unknown>;
+}
 
 export interface NodeRegistryOptions {
   redis: Redis;
@@ -70,6 +75,9 @@ export class NodeRegistry {
     this.#redis = options.redis;
     this.#keys = options.keys;
     this.#ttlMs = options.ttlMs;
+    if (!("claimUser" in this.#redis)) {
+      this.#redis.defineCommand("claimUser", { numberOfKeys: 3, lua: CLAIM });
+    }
   }
 
   nodeKey(nodeId: string): string {
@@ -156,17 +164,22 @@ export class NodeRegistry {
       .exec();
   }
 
-  /** Claims a user for this node, unless a live node has it: then that node's id. */
-  async claim(user: UserRef): Promise<UserClaim | { owner: string }> {
-    const [node, fence] = await this.#redis.eval(
-      CLAIM,
-      3,
+  /**
+   * Claims a user for this node, unless a live node has it: then that node's id. With `steal`
+   * false, a user held by a node whose key is gone is not taken either (that node's id is
+   * answered): right after Redis comes back from an outage every key may be gone, and a live
+   * node that has not renewed its key yet must not lose its users to whoever asks first.
+   */
+  async claim(user: UserRef, steal = true): Promise<UserClaim | { owner: string }> {
+    // EVALSHA (the script is sent once per connection, not with every claim).
+    const [node, fence] = await (this.#redis as unknown as ClaimCommands).claimUser(
       this.#keys.owner(user.appId, user.uid),
       this.#keys.fenceCounter(),
       this.claimsKey(this.nodeId),
       this.nodeId,
       this.nodeKey(""),
       encodeUser(user),
+      steal ? "1" : "0",
     ) as [string, number];
     return fence < 0 ? { owner: node } : { node, fence };
   }
