@@ -153,6 +153,10 @@ export class Messaging {
    */
   readonly #existing = new Map<string, Set<string>>();
 
+  /** Writes in doubt (see `#whenWritten`), and the one loop that waits for them. */
+  #inDoubt: Array<{ resolve: () => void; reject: (error: unknown) => void }> = [];
+  #inDoubtLoop: Promise<void> | null = null;
+
   /** In a cluster: how receivers held by other nodes get their copies (set by the server). */
   remote: RemoteAppend | undefined;
 
@@ -356,7 +360,7 @@ export class Messaging {
       if (state.sends.get(key) !== work) return;
       const outcome = staged.outcome;
       if (outcome === undefined || state.lost) return void state.sends.delete(key);
-      const eventually = this.#users.runtime.durable().then(() => {
+      const eventually = this.#whenWritten().then(() => {
         // Given up (another node holds the user now): nothing of it was written.
         if (state.lost) throw new GatewayError("ERR_SERVICE_UNAVAILABLE", LOST_USER);
         return outcome;
@@ -366,6 +370,40 @@ export class Messaging {
         if (state.sends.get(key) === eventually) state.sends.delete(key);
       });
     });
+  }
+
+  /**
+   * Resolves once everything marked so far is written (rejects only when the writer closed).
+   * One loop serves every write in doubt, trying at most once a second (backing off to ten):
+   * thousands of sends in doubt while the store is away cost one attempt, not thousands.
+   */
+  #whenWritten(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#inDoubt.push({ resolve, reject });
+      this.#inDoubtLoop ??= this.#writeInDoubt().finally(() => this.#inDoubtLoop = null);
+    });
+  }
+
+  async #writeInDoubt(): Promise<void> {
+    const runtime = this.#users.runtime;
+    for (let attempt = 0; this.#inDoubt.length > 0;) {
+      // Each attempt's waiter comes after every waiting write was marked: it covers them all.
+      const waiting = this.#inDoubt;
+      this.#inDoubt = [];
+      try {
+        await runtime.writer.durable();
+        for (const w of waiting) w.resolve();
+        attempt = 0;
+      } catch (error) {
+        if (runtime.writer.closed) {
+          for (const w of waiting) w.reject(error);
+          continue;
+        }
+        this.#inDoubt = [...waiting, ...this.#inDoubt];
+        const wait = Math.min(1_000 * 2 ** attempt++, 10_000);
+        await new Promise<void>((resolve) => runtime.clock.setTimer(resolve, wait));
+      }
+    }
   }
 
   async #sendAsUser(
