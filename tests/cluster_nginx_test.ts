@@ -171,7 +171,7 @@ Deno.test({
 
       // The node holding the user (its socket brought it there) dies.
       const owner = await keys.get(new RedisKeys("lg:").owner(DEV_APP.appId, "superhero1"));
-      const holder = nodes.find((n, i) => owner?.startsWith(`node-${"ab"[i]} `));
+      const holder = nodes.find((_node, i) => owner?.startsWith(`node-${"ab"[i]} `));
       assert.ok(holder !== undefined, `the user is held by a node: ${owner}`);
       const other = nodes.find((n) => n !== holder)!;
       await holder.crash();
