@@ -477,10 +477,12 @@ function clusterLimits(arms: Record<string, Measured[]> | undefined): string {
   const lines = [
     `Every message of the two-node arms goes to a user held by the other node, so both nodes work
 on it: the sender's node looks the send's client id up (GET), tries to claim the receiver and
-learns who holds it (the claim script, EVAL), appends the sender's copy in a group commit of its
-own and sends the receiver's copy to the other node over pub/sub (PUBLISH, and one back with the
-receipt); the receiver's node appends it in its own group commit and delivers it. One node does
-all of it in one group commit, with no hop. At saturation (medians of the run above) a message
+learns who holds it (the claim script, EVALSHA), and sends the receiver's copy to the other node
+over pub/sub (PUBLISH, and one back with the receipt); the receiver's node looks up whether that
+copy is stored already (GET: a retry stores each copy once), appends it in a group commit and
+delivers it; only then does the sender's node append the sender's copy and the send's record in a
+group commit of its own (docs/cluster.md). One node does all of it in one group commit, with no
+hop. At saturation (medians of the run above) a message
 costs the nodes ${us(n2)} µs of CPU against ${us(n1)} µs on one node (${x(n2 / n1)}) and Redis ${
       us(r2)
     } µs
@@ -507,8 +509,7 @@ against ${us(r1)} µs (${x(r2 / r1)}); in the steady phase, ${
   own): its delivery takes p50 ${two("steadyP50").toFixed(1)} / p99 ${
       two("steadyP99").toFixed(1)
     } ms against ${one("steadyP50").toFixed(1)} / ${one("steadyP99").toFixed(1)} ms on one node.
-  The machine's other processes (noted under the table) take part of both cores and weigh on these
-  p99s.`,
+  Other processes of the machine, when the notes under the table name them, weigh on these p99s.`,
   );
   if (arms.cluster_2cores) {
     const spread = medians(arms.cluster_2cores);
