@@ -962,6 +962,8 @@ export class StateWriter {
   #flushing: Promise<void> | null = null;
   /** What the next flush owes: the shortest delay asked for since the last one. */
   #pending: Urgency | null = null;
+  /** Flushes the store refused, all told (flushAll backs off on them). */
+  #failedFlushes = 0;
   #closed = false;
 
   constructor(
@@ -996,11 +998,28 @@ export class StateWriter {
     });
   }
 
-  /** Writes everything now (shutdown). */
-  async flushAll(): Promise<void> {
-    while (this.#flushing !== null || this.#dirty.size > 0 || this.#waiters.length > 0) {
-      if (this.#flushing !== null) await this.#flushing;
-      else await this.#flush();
+  /**
+   * Writes everything now (shutdown). A store that keeps failing is tried again with a growing
+   * pause, until `giveUpAfterMs`: what is still unwritten then was never acknowledged (every
+   * answer waits for its write), and a stop must end rather than spin on a store that is gone.
+   */
+  async flushAll(giveUpAfterMs = 10_000): Promise<boolean> {
+    const giveUpAt = this.#clock.now() + giveUpAfterMs;
+    for (let failures = 0;;) {
+      if (this.#flushing !== null) {
+        await this.#flushing;
+        continue;
+      }
+      if (this.#dirty.size === 0 && this.#waiters.length === 0) return true;
+      const failedBefore = this.#failedFlushes;
+      await this.#flush();
+      if (this.#failedFlushes === failedBefore) {
+        failures = 0;
+        continue;
+      }
+      const wait = Math.min(100 * 2 ** failures++, 2_000);
+      if (this.#clock.now() + wait > giveUpAt) return false;
+      await new Promise<void>((resolve) => this.#clock.setTimer(resolve, wait));
     }
   }
 
@@ -1060,6 +1079,7 @@ export class StateWriter {
         for (const w of waiters) w.resolve();
       },
       (error) => {
+        this.#failedFlushes++;
         this.#observer.storeCommitFailed?.(error);
         // Fenced users are given up (another node writes them now); the others are retried.
         const fenced = error instanceof FencedWriteError
@@ -1284,7 +1304,11 @@ export class UserStates {
     this.stopTimers();
     for (const user of this.#users.values()) user.closeSocketsForShutdown();
     this.runtime.alarms.close();
-    await this.runtime.writer.flushAll();
+    if (!await this.runtime.writer.flushAll()) {
+      this.runtime.observer.storeCommitFailed?.(
+        new Error("stopping: the store kept refusing the last writes; they are not written"),
+      );
+    }
     this.runtime.writer.close();
   }
 

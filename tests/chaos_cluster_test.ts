@@ -254,8 +254,17 @@ class ChaosCluster implements ChaosDeployment {
     const old = this.#slots[slot].node!;
     this.#slots[slot].node = null;
     if (kind === "graceful") {
-      const status = await old.terminate();
-      if (status.code !== 0) {
+      // A stop gives up on the store after 10 s (docs/operations.md): past 20 s it is stuck.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const status = await Promise.race([
+        old.terminate(),
+        new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), 20_000)),
+      ]);
+      clearTimeout(timer);
+      if (status === null) {
+        this.problems.push(`graceful stop did not end in 20 s:\n${old.output.join("\n")}`);
+        await old.crash();
+      } else if (status.code !== 0) {
         this.problems.push(`graceful stop exited ${status.code}:\n${old.output.join("\n")}`);
       }
     } else await old.crash();

@@ -632,6 +632,29 @@ redisTest(
   },
 );
 
+redisTest(
+  "cluster: a graceful stop while Redis is away gives up on its last writes and exits (no spin, no hang)",
+  async () => {
+    await using nodes = await TwoNodes.start();
+    const user = await devLogin(nodes.a.url, "superhero1", "auto");
+    const { socket } = await TestSocket.connect(nodes.a, user.credential);
+    await using _ = socket;
+    await nodes.redis.kill();
+    // The stop closes the socket (a change to write) and cannot write it: it must still end.
+    const started = Date.now();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const status = await Promise.race([
+      nodes.a.terminate(),
+      new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), 20_000)),
+    ]);
+    clearTimeout(timer);
+    assert.ok(status !== null, "the node exited");
+    assert.equal(status.code, 0);
+    assert.ok(Date.now() - started < 15_000);
+    assert.equal((await socket.closed).code, 1012);
+  },
+);
+
 /** Whether a node reports ready (`/readyz` 200). */
 async function ready(url: string): Promise<boolean> {
   const res = await fetch(`${url}/readyz`);

@@ -472,3 +472,28 @@ Deno.test("user state: the writer never arms a timer with a negative delay", asy
     store.close();
   }
 });
+
+Deno.test("user state: a stop gives up on a store that keeps refusing, after its bound, without spinning", async () => {
+  await using env = await setup();
+  const { clock, users, store } = env;
+  const user = await users.get("demo", "u1");
+  user.createSession("s1", "auto");
+  let attempts = 0;
+  store.saveUserStates = () => {
+    attempts++;
+    return Promise.reject(new Error("the store is gone"));
+  };
+  let ended: boolean | undefined;
+  const flushing = users.runtime.writer.flushAll(5_000).then((ok) => (ended = ok));
+  // Fake time: 10 s pass in 50 ms steps; a writer that retried without pausing would make
+  // thousands of attempts in the real milliseconds this loop takes.
+  for (let i = 0; i < 200 && ended === undefined; i++) {
+    clock.advance(50);
+    for (let j = 0; j < 3; j++) await new Promise((r) => setTimeout(r, 0));
+  }
+  assert.notEqual(ended, undefined, "the stop's flush ended");
+  await flushing;
+  assert.equal(ended, false, "gave up: the store never took the write");
+  assert.ok(attempts >= 3 && attempts <= 10, `a few attempts with growing pauses, not ${attempts}`);
+  users.runtime.writer.close();
+});

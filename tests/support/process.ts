@@ -228,20 +228,31 @@ export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/**
+ * Lines of a process's output kept (the first ones, and the latest): a process that logs in a
+ * loop must fail its test, not fill the test runner's memory.
+ */
+const KEPT_LINES = 5_000;
+
 /** Reads a process's output stream to its end, pushing each line into `into`. */
 export async function collectLines(
   stream: ReadableStream<Uint8Array>,
   into: string[],
 ): Promise<void> {
   let rest = "";
+  const push = (line: string) => {
+    // Past the bound, the middle goes: the start-up lines and the latest ones stay.
+    if (into.length >= KEPT_LINES) into.splice(KEPT_LINES / 2, 1);
+    into.push(line);
+  };
   try {
     for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
       rest += chunk;
       for (let i = rest.indexOf("\n"); i >= 0; i = rest.indexOf("\n")) {
-        into.push(rest.slice(0, i));
+        push(rest.slice(0, i));
         rest = rest.slice(i + 1);
       }
     }
   } catch { /* the process died */ }
-  if (rest !== "") into.push(rest);
+  if (rest !== "") push(rest);
 }
