@@ -96,6 +96,17 @@ export type SocketAuth =
   | { kind: "login" }
   | { kind: "refused" };
 
+/** How a socket opened with `credential` (none: it logs in) that resolved to `found` is authed. */
+export function socketAuthOf(
+  credential: string | undefined,
+  found: { user: UserState; session: LiveSession } | null,
+): SocketAuth {
+  if (found !== null) {
+    return { kind: "credential", user: found.user, sessionId: found.session.sessionId };
+  }
+  return credential === undefined ? { kind: "login" } : { kind: "refused" };
+}
+
 const utf8 = new TextEncoder();
 
 /** The ping events, allocated once: pings are the per-frame hot path. */

@@ -5,7 +5,7 @@
  */
 import { type Clock, systemClock } from "./clock.ts";
 import { ConfigError, type GatewayConfig, loadConfig, timingOf } from "./config.ts";
-import { closingFrame, Connection, type ConnectionContext, type SocketAuth } from "./connection.ts";
+import { closingFrame, Connection, type ConnectionContext, socketAuthOf } from "./connection.ts";
 import { CredentialSigner } from "./credential.ts";
 import { GatewayError } from "./errors.ts";
 import { login, resolveCredential } from "./login.ts";
@@ -287,18 +287,16 @@ export async function startGateway(options: StartOptions = {}): Promise<RunningG
       closing: (reason) => ({ code: closeCodeTable[reason], text: closingFrame(reason) }),
       // A socket at another node whose user is held here: its connection runs here.
       accept: async (request, wire) => {
-        let auth: SocketAuth = { kind: "login" };
+        let found = null;
         if (request.credential !== undefined) {
           try {
-            const found = await resolveCredential(services, request.credential, "here");
-            auth = found === null
-              ? { kind: "refused" }
-              : { kind: "credential", user: found.user, sessionId: found.session.sessionId };
+            found = await resolveCredential(services, request.credential, "here");
           } catch (error) {
             if (error instanceof OwnedElsewhere) return "moved";
             throw error;
           }
         }
+        const auth = socketAuthOf(request.credential, found);
         new Connection(wire, connections, auth, request.remoteAddr);
         wire.open();
         if (request.first !== undefined) wire.deliver(["t", request.rid, request.first]);

@@ -14,8 +14,9 @@ import type { SendMessageReply, ServerFrameOf } from "../contract/mod.ts";
 import { DEV_APP } from "../gateway/config.ts";
 import { RedisKeys } from "../gateway/store/redis_keys.ts";
 import { TestSocket } from "./support/harness.ts";
-import { delay, freePort, GatewayProcess } from "./support/process.ts";
-import { redisBinary, startRedis } from "./support/redis_server.ts";
+import { delay, freePort } from "./support/process.ts";
+import { redisBinary } from "./support/redis_server.ts";
+import { TwoNodes } from "./support/two_nodes.ts";
 
 const TTL_MS = 1_500;
 const HEARTBEAT_MS = 250;
@@ -117,27 +118,24 @@ Deno.test({
   ignore: (binary === null || redisBinary() === null) && !inCi,
   async fn() {
     if (binary === null) throw new Error("nginx is not installed, and CI must run this");
-    const redis = await startRedis({ appendOnly: true });
-    const env = (node: string): Record<string, string> => ({
-      STORE: "redis",
-      REDIS_URL: redis.url,
-      NODE_ID: node,
-      NODE_TTL_MS: String(TTL_MS),
-      NODE_HEARTBEAT_MS: String(HEARTBEAT_MS),
-      CLUSTER_REQUEST_TIMEOUT_MS: "500",
-      LOG_LEVEL: "warn",
+    await using cluster = await TwoNodes.start({
+      appendOnly: true,
+      ids: ["node-a", "node-b"],
+      env: {
+        NODE_TTL_MS: String(TTL_MS),
+        NODE_HEARTBEAT_MS: String(HEARTBEAT_MS),
+        CLUSTER_REQUEST_TIMEOUT_MS: "500",
+        LOG_LEVEL: "warn",
+      },
     });
-    const nodes = await Promise.all([
-      GatewayProcess.start({ env: env("node-a") }),
-      GatewayProcess.start({ env: env("node-b") }),
-    ]);
+    const nodes = [cluster.a, cluster.b];
     const listen = freePort();
     const nginx = await startNginx(
       binary,
       await documentedConfig(listen, [nodes[0].port, nodes[1].port]),
       listen,
     );
-    const keys = new Redis(redis.url);
+    const keys = new Redis(cluster.redis.url);
     try {
       const apiKey = { apikey: DEV_APP.apiKey };
       const send = (text: string) =>
@@ -213,11 +211,6 @@ Deno.test({
     } finally {
       keys.disconnect();
       await nginx.stop();
-      for (const node of nodes) {
-        if (await node.alive()) await node.crash();
-        await node.cleanup();
-      }
-      await redis.stop();
     }
   },
 });

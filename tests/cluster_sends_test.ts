@@ -14,16 +14,14 @@ import assert from "node:assert/strict";
 import { TestSocket } from "./support/harness.ts";
 import { delay, devLogin, GatewayProcess } from "./support/process.ts";
 import { redisTest, startRedis } from "./support/redis_server.ts";
+import { TwoNodes } from "./support/two_nodes.ts";
 
-const ENV = (url: string, node: string): Record<string, string> => ({
-  STORE: "redis",
-  REDIS_URL: url,
-  NODE_ID: node,
+const ENV: Record<string, string> = {
   NODE_TTL_MS: "1500",
   NODE_HEARTBEAT_MS: "250",
   CLUSTER_REQUEST_TIMEOUT_MS: "1000",
   LOG_LEVEL: "warn",
-});
+};
 
 function sendAs(url: string, credential: string, receiver: string, clientMessageId = "m-1") {
   return fetch(`${url}/v1/session/messages`, {
@@ -74,10 +72,9 @@ async function streamOf(url: string, credential: string): Promise<Array<[number,
 redisTest(
   "cluster sends: the receiver's holder dies during a user's send: not acknowledged, and the retry stores it for the receiver once",
   async () => {
-    const redis = await startRedis({ appendOnly: true });
-    const a = await GatewayProcess.start({ env: ENV(redis.url, "A") });
-    const b = await GatewayProcess.start({ env: ENV(redis.url, "B") });
-    try {
+    await using nodes = await TwoNodes.start({ appendOnly: true, env: ENV, ids: ["A", "B"] });
+    const { a, b } = nodes;
+    {
       const one = await devLogin(a.url, "superhero1", "auto");
       const two = await devLogin(b.url, "superhero2", "auto");
       const atA = await TestSocket.connect(a, one.credential);
@@ -99,12 +96,6 @@ redisTest(
       assert.deepEqual(await streamOf(a.url, again.credential), [[1, "m-1"]]);
       assert.deepEqual(await streamOf(a.url, one.credential), [[1, "m-1"]]);
       assert.equal((await atA.socket.until("sent")).seq, 1);
-    } finally {
-      for (const node of [a, b]) {
-        if (await node.alive()) await node.crash();
-        await node.cleanup();
-      }
-      await redis.stop();
     }
   },
 );
@@ -112,10 +103,9 @@ redisTest(
 redisTest(
   "cluster sends: the sender's node is paused past its TTL during a send: the retry at the other node stores nothing twice",
   async () => {
-    const redis = await startRedis({ appendOnly: true });
-    const a = await GatewayProcess.start({ env: ENV(redis.url, "A") });
-    const b = await GatewayProcess.start({ env: ENV(redis.url, "B") });
-    try {
+    await using nodes = await TwoNodes.start({ appendOnly: true, env: ENV, ids: ["A", "B"] });
+    const { a, b } = nodes;
+    {
       const one = await devLogin(a.url, "superhero1", "auto");
       const two = await devLogin(b.url, "superhero2", "auto");
       const atA = await TestSocket.connect(a, one.credential);
@@ -145,12 +135,6 @@ redisTest(
       assert.deepEqual(await streamOf(b.url, one.credential), [[1, "m-1"]]);
       const delivered = atB.socket.frames.filter((f) => f.type === "message");
       assert.equal(delivered.length, 1, "the receiver's socket got the message once");
-    } finally {
-      for (const node of [a, b]) {
-        if (await node.alive()) await node.crash();
-        await node.cleanup();
-      }
-      await redis.stop();
     }
   },
 );
@@ -159,7 +143,9 @@ redisTest(
   "cluster sends: one node, Redis crashes while a send's commit waits: the retry does not store it twice",
   async () => {
     const redis = await startRedis({ appendOnly: true });
-    const node = await GatewayProcess.start({ env: ENV(redis.url, "solo") });
+    const node = await GatewayProcess.start({
+      env: { STORE: "redis", REDIS_URL: redis.url, ...ENV },
+    });
     try {
       const one = await devLogin(node.url, "superhero1", "auto");
       const two = await devLogin(node.url, "superhero2", "auto");

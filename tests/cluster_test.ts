@@ -16,17 +16,16 @@ import type { PingReplySchema, PresenceSchema } from "../contract/routes.ts";
 import { Redis } from "ioredis";
 import { DEV_APP } from "../gateway/config.ts";
 import { TestSocket } from "./support/harness.ts";
-import { delay, devLogin, GatewayProcess } from "./support/process.ts";
-import { type RedisServer, redisTest, startRedis } from "./support/redis_server.ts";
+import { delay, devLogin } from "./support/process.ts";
+import { redisTest } from "./support/redis_server.ts";
+import { TwoNodes, type TwoNodesOptions } from "./support/two_nodes.ts";
 
 const TTL_MS = 1_500;
 const HEARTBEAT_MS = 250;
 /** Dead node noticed (TTL), found by a heartbeat, its users taken over: with room for load. */
 const DEATH_BOUND_MS = TTL_MS + HEARTBEAT_MS + 2_000;
 
-const ENV = (redis: RedisServer): Record<string, string> => ({
-  STORE: "redis",
-  REDIS_URL: redis.url,
+const ENV: Record<string, string> = {
   NODE_TTL_MS: String(TTL_MS),
   NODE_HEARTBEAT_MS: String(HEARTBEAT_MS),
   LIVENESS_WINDOW_MS: "3000",
@@ -37,35 +36,11 @@ const ENV = (redis: RedisServer): Record<string, string> => ({
   IDLE_TIMEOUT_MS: "20000",
   LOG_LEVEL: "warn",
   RATE_LIMIT_HTTP_PER_SEC: "5000",
-});
+};
 
-/** A Redis and two gateway nodes on it; disposing kills them all. */
-class TwoNodes implements AsyncDisposable {
-  private constructor(
-    readonly redis: RedisServer,
-    readonly a: GatewayProcess,
-    readonly b: GatewayProcess,
-  ) {}
-
-  static async start(
-    options: { appendOnly?: boolean; env?: Record<string, string> } = {},
-  ): Promise<TwoNodes> {
-    const redis = await startRedis(options);
-    const env = { ...ENV(redis), ...options.env };
-    const [a, b] = await Promise.all([
-      GatewayProcess.start({ env }),
-      GatewayProcess.start({ env }),
-    ]);
-    return new TwoNodes(redis, a, b);
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    for (const node of [this.a, this.b]) {
-      if (await node.alive()) await node.crash();
-      await node.cleanup();
-    }
-    await this.redis.stop();
-  }
+/** Two nodes with this file's settings (ENV), and the test's own on top. */
+function startNodes(options: TwoNodesOptions = {}): Promise<TwoNodes> {
+  return TwoNodes.start({ ...options, env: { ...ENV, ...options.env } });
 }
 
 const text = (value: string) => ({ kind: "text" as const, text: value });
@@ -177,7 +152,7 @@ async function nextMessages(socket: TestSocket, count: number): Promise<Array<[n
 redisTest(
   "cluster: a REST ping at node B moves the background deadline enforced at node A",
   async () => {
-    await using nodes = await TwoNodes.start();
+    await using nodes = await startNodes();
     const { credential } = await devLogin(nodes.a.url, "superhero1", "manual");
     const { socket } = await TestSocket.connect(nodes.a, credential);
     await using _ = socket;
@@ -202,7 +177,7 @@ redisTest(
 redisTest(
   "cluster: messages cross nodes; a user who reconnects at the other node resumes exactly",
   async () => {
-    await using nodes = await TwoNodes.start();
+    await using nodes = await startNodes();
     const one = await devLogin(nodes.a.url, "superhero1", "auto");
     const two = await devLogin(nodes.b.url, "superhero2", "auto");
     const atA = await TestSocket.connect(nodes.a, one.credential);
@@ -248,7 +223,7 @@ redisTest(
 );
 
 redisTest("cluster: presence is cluster-wide", async () => {
-  await using nodes = await TwoNodes.start();
+  await using nodes = await startNodes();
   const watcher = await devLogin(nodes.b.url, "superhero2", "auto");
   const watched = await devLogin(nodes.a.url, "superhero1", "auto");
   const { socket } = await TestSocket.connect(nodes.b, watcher.credential, {
@@ -267,7 +242,7 @@ redisTest("cluster: presence is cluster-wide", async () => {
 redisTest(
   "cluster: a user's sessions sit on both nodes at once: the socket at the other node is relayed to the holder",
   async () => {
-    await using nodes = await TwoNodes.start();
+    await using nodes = await startNodes();
     const watcher = await devLogin(nodes.a.url, "superhero2", "auto");
     const { socket: watch } = await TestSocket.connect(nodes.a, watcher.credential, {
       presence: { subscriptionType: "allUsers" },
@@ -380,7 +355,7 @@ redisTest(
 redisTest(
   "cluster: heartbeats answered at a relayed socket's edge keep it alive at the holder (idle rule); silence still closes it",
   async () => {
-    await using nodes = await TwoNodes.start({
+    await using nodes = await startNodes({
       env: { IDLE_TIMEOUT_MS: "1500", HEARTBEAT_INTERVAL_MS: "800", PONG_TIMEOUT_MS: "300" },
     });
     const phone = await devLogin(nodes.a.url, "superhero1", "auto");
@@ -410,7 +385,7 @@ redisTest(
 redisTest(
   "cluster: relays end with either node: a dead holder's relayed sockets close (1012) and resume at the live node; a dead edge's sessions go offline",
   async () => {
-    await using nodes = await TwoNodes.start();
+    await using nodes = await startNodes();
     // superhero1 is held at A (socket there), with a relayed socket at B.
     const one = await devLogin(nodes.a.url, "superhero1", "auto");
     const oneWeb = await devLogin(nodes.b.url, "superhero1", "auto");
@@ -453,7 +428,7 @@ redisTest(
 redisTest(
   "cluster: typing reaches receivers held by the other node, to a user and a group",
   async () => {
-    await using nodes = await TwoNodes.start();
+    await using nodes = await startNodes();
     const created = await call(nodes.a.url, "POST", `/v1/apps/${DEV_APP.appId}/groups`, apiKey, {
       guid: "crew",
       members: ["superhero1", "superhero2", "superhero3"],
@@ -494,7 +469,7 @@ redisTest(
 redisTest(
   "cluster: concurrent sends through both nodes give one stream, one writer: no gap, no duplicate",
   async () => {
-    await using nodes = await TwoNodes.start();
+    await using nodes = await startNodes();
     const receiver = await devLogin(nodes.a.url, "superhero3", "auto");
     const seqs: number[] = [];
     await Promise.all([0, 1, 2, 3].map(async (lane) => {
@@ -528,7 +503,7 @@ redisTest(
 redisTest(
   "cluster: kill -9 of a node: its users are offline within the bound, resume at the other node, and background deadlines still hold",
   async () => {
-    await using nodes = await TwoNodes.start();
+    await using nodes = await startNodes();
     const watcher = await devLogin(nodes.b.url, "superhero2", "auto");
     const { socket: watch } = await TestSocket.connect(nodes.b, watcher.credential, {
       presence: { subscriptionType: "allUsers" },
@@ -596,7 +571,7 @@ redisTest(
 redisTest(
   "cluster: a node paused past its TTL comes back: the users taken over meanwhile leave it, and no ghost socket stays there",
   async () => {
-    await using nodes = await TwoNodes.start();
+    await using nodes = await startNodes();
     const user = await devLogin(nodes.a.url, "superhero1", "auto");
     const atA = await TestSocket.connect(nodes.a, user.credential);
     await using _a = atA.socket;
@@ -635,7 +610,7 @@ redisTest(
 redisTest(
   "cluster: a graceful stop while Redis is away gives up on its last writes and exits (no spin, no hang)",
   async () => {
-    await using nodes = await TwoNodes.start();
+    await using nodes = await startNodes();
     const user = await devLogin(nodes.a.url, "superhero1", "auto");
     const { socket } = await TestSocket.connect(nodes.a, user.credential);
     await using _ = socket;
@@ -665,7 +640,7 @@ async function ready(url: string): Promise<boolean> {
 redisTest(
   "cluster: Redis goes away and comes back: sockets stay, writes are refused (never acknowledged), then all recovers with nothing lost",
   async () => {
-    await using nodes = await TwoNodes.start({ appendOnly: true });
+    await using nodes = await startNodes({ appendOnly: true });
     const { a, b, redis } = nodes;
     {
       const user = await devLogin(a.url, "superhero1", "auto");
@@ -731,7 +706,7 @@ redisTest(
 redisTest(
   "cluster: a Redis that restarted empty is detected: sockets close (1012), a new login resumes with recovered: false (epoch_changed)",
   async () => {
-    await using nodes = await TwoNodes.start();
+    await using nodes = await startNodes();
     const { a, b, redis } = nodes;
     {
       const user = await devLogin(a.url, "superhero1", "auto");

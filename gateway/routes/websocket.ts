@@ -4,7 +4,7 @@
  */
 import type { Hono } from "hono";
 import { WEBSOCKET_PATH, WS_CREDENTIAL_PROTOCOL_PREFIX, WS_PROTOCOL } from "../../contract/mod.ts";
-import { Connection } from "../connection.ts";
+import { Connection, socketAuthOf } from "../connection.ts";
 import { GatewayError } from "../errors.ts";
 import type { GatewayEnv, GatewayServices } from "../services.ts";
 import { UpgradeRefused } from "../transport/types.ts";
@@ -60,11 +60,7 @@ export function mountWebSocket(app: Hono<GatewayEnv>, services: GatewayServices)
     new Connection(
       upgraded.socket,
       services.connections,
-      found !== null
-        ? { kind: "credential", user: found.user, sessionId: found.session.sessionId }
-        : credential === undefined
-        ? { kind: "login" }
-        : { kind: "refused" },
+      socketAuthOf(credential, found),
       c.env?.remoteAddr ?? "unknown",
     );
     return upgraded.response;
